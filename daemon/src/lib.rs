@@ -1,0 +1,43 @@
+//! # wasmgate
+//!
+//! An IoT gateway daemon that runs sandboxed WebAssembly sensor processors
+//! (interpreted by [wasmi]) on readings from MQTT, serial and I²C, detects
+//! anomalies and forwards everything through a durable outbox.
+//!
+//! ## Layout
+//!
+//! ```text
+//! main.rs            the thin `wasmgate` binary: parse arguments, call into `cli`
+//! cli.rs             subcommands (`replay`, …) and their exit codes
+//! config.rs          the TOML configuration; errors carry file:line:column
+//! reading.rs         `Reading`, the unit of work that flows through every stage
+//! pattern.rs         sensor-id glob patterns used to route readings to streams
+//! cbor.rs            deterministic CBOR writer primitives (host → guest encoding)
+//! state.rs           per-module persistent state: in memory or in sled
+//! pipeline.rs        a stream's processor chain: route → batch → modules in order
+//! runtime/           the Wasm processor runtime (wasmi)
+//!   mod.rs           `Runtime`: engine, module cache keyed by sha256, loading
+//!   limits.rs        fuel / memory / stack / output limits and supervision knobs
+//!   abi.rs           ABI v1 checks: marker, exports, imports (see wit/ABI.md)
+//!   wire.rs          batch encoding and strict decoding of guest results
+//!   host.rs          host imports: log, clock, state, config
+//!   instance.rs      one live instance: buffers, fuel, trap classification
+//!   supervisor.rs    failure window, quarantine, per-module statistics
+//!   error.rs         `ProcessorError` and its kinds
+//! replay/            `wasmgate replay`: recorded input → pipeline → JSON lines
+//! ```
+//!
+//! The data path and the reasons behind it are in `ARCHITECTURE.md`; the
+//! processor contract is `wit/processor.wit` and `wit/ABI.md`.
+
+pub mod cbor;
+pub mod cli;
+pub mod config;
+pub mod pattern;
+pub mod pipeline;
+pub mod reading;
+pub mod replay;
+pub mod runtime;
+pub mod state;
+
+pub use reading::Reading;

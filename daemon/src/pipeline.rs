@@ -1,0 +1,225 @@
+//! A stream's processing chain, shared by `wasmgate replay` and (in later
+//! stages) the daemon: readings are routed to every stream whose sensor
+//! patterns match, gathered into batches of `batch_size`, and each batch runs
+//! through the stream's modules in order. The outputs of one module are the
+//! inputs of the next.
+
+use std::sync::Arc;
+
+use crate::config::{Config, StreamConfig};
+use crate::pattern::SensorPattern;
+use crate::reading::Reading;
+use crate::runtime::{
+    Clock, HostEnv, LoadError, ModuleConfig, ModuleStats, ProcessorError, Runtime, Supervisor,
+};
+use crate::state::StateStore;
+
+/// Building a pipeline failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A module could not be loaded or started.
+    #[error("stream '{stream}': {source}")]
+    Load {
+        stream: String,
+        #[source]
+        source: LoadError,
+    },
+}
+
+/// The result of running one batch through a stream's chain.
+#[derive(Debug)]
+pub struct BatchResult<'a> {
+    /// The stream's name.
+    pub stream: &'a str,
+    /// What the last module produced (after failure policies).
+    pub outputs: Vec<Reading>,
+    /// Failures of modules in the chain during this batch.
+    pub errors: Vec<ProcessorError>,
+    /// Caller-supplied positions (e.g. input line numbers) of the first and
+    /// last reading in the batch.
+    pub span: (u64, u64),
+}
+
+/// One stream: patterns, chain, and the batch being gathered.
+pub struct Stream {
+    name: String,
+    sensors: Vec<SensorPattern>,
+    chain: Vec<Supervisor>,
+    pending: Vec<Reading>,
+    span: (u64, u64),
+    batch_size: usize,
+}
+
+impl Stream {
+    /// Build a stream from its configuration, instantiating every module.
+    pub fn build(
+        name: &str,
+        config: &StreamConfig,
+        runtime: &Arc<Runtime>,
+        state: &Arc<dyn StateStore>,
+        clock: Clock,
+    ) -> Result<Self, PipelineError> {
+        let mut chain = Vec::with_capacity(config.processors.len());
+        for p in &config.processors {
+            let load = |source| PipelineError::Load {
+                stream: name.to_string(),
+                source,
+            };
+            let module = runtime.load_file(&p.module, Some(&p.name)).map_err(load)?;
+            let env = HostEnv {
+                state: state.clone(),
+                clock,
+                config: Arc::new(ModuleConfig::from_toml(&p.config)),
+            };
+            let policy = p.on_failure.unwrap_or(runtime.limits().on_failure);
+            chain.push(Supervisor::new(runtime.clone(), module, env, policy).map_err(load)?);
+        }
+        let batch_size = runtime.limits().batch_size as usize;
+        Ok(Stream {
+            name: name.to_string(),
+            sensors: config.sensors.clone(),
+            chain,
+            pending: Vec::with_capacity(batch_size),
+            span: (0, 0),
+            batch_size,
+        })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `sensor` belongs to this stream.
+    pub fn matches(&self, sensor: &str) -> bool {
+        self.sensors.iter().any(|p| p.matches(sensor))
+    }
+
+    /// The supervised modules, in chain order.
+    pub fn modules(&self) -> &[Supervisor] {
+        &self.chain
+    }
+
+    /// Run `batch` through the chain now.
+    pub fn run(&mut self, batch: Vec<Reading>, span: (u64, u64)) -> BatchResult<'_> {
+        let mut data = batch;
+        let mut errors = Vec::new();
+        for module in &mut self.chain {
+            if data.is_empty() {
+                break;
+            }
+            let step = module.process(data);
+            if let Some(e) = step.error {
+                errors.push(e);
+            }
+            data = step.outputs;
+        }
+        BatchResult {
+            stream: &self.name,
+            outputs: data,
+            errors,
+            span,
+        }
+    }
+}
+
+/// Every configured stream.
+pub struct Pipeline {
+    streams: Vec<Stream>,
+}
+
+impl Pipeline {
+    /// Build every stream of `config` (in name order).
+    pub fn build(
+        config: &Config,
+        runtime: Arc<Runtime>,
+        state: Arc<dyn StateStore>,
+        clock: Clock,
+    ) -> Result<Self, PipelineError> {
+        let streams = config
+            .streams
+            .iter()
+            .map(|(name, sc)| Stream::build(name, sc, &runtime, &state, clock))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Pipeline { streams })
+    }
+
+    /// The streams, in name order.
+    pub fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    /// Statistics of every module: (stream, module, stats).
+    pub fn module_stats(&self) -> impl Iterator<Item = (&str, &str, &ModuleStats)> {
+        self.streams.iter().flat_map(|s| {
+            s.chain
+                .iter()
+                .map(move |m| (s.name.as_str(), m.name(), m.stats()))
+        })
+    }
+
+    /// Route one reading (at caller position `pos`) to every matching stream;
+    /// each stream whose batch becomes full runs it and hands the result to
+    /// `sink`. Returns how many streams took the reading.
+    pub fn push<E>(
+        &mut self,
+        reading: Reading,
+        pos: u64,
+        sink: &mut impl FnMut(BatchResult<'_>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        // Two passes instead of collecting the matches: no allocation per
+        // reading, and the reading is moved (not cloned) into the last stream.
+        let n = self
+            .streams
+            .iter()
+            .filter(|s| s.matches(&reading.sensor))
+            .count();
+        let mut reading = Some(reading);
+        let mut seen = 0;
+        for stream in &mut self.streams {
+            if seen == n {
+                break;
+            }
+            let Some(sensor) = reading.as_ref().map(|r| r.sensor.as_str()) else {
+                break;
+            };
+            if !stream.matches(sensor) {
+                continue;
+            }
+            seen += 1;
+            let r = if seen == n {
+                reading.take()
+            } else {
+                reading.clone()
+            };
+            let Some(r) = r else { break };
+            if stream.pending.is_empty() {
+                stream.span.0 = pos;
+            }
+            stream.span.1 = pos;
+            stream.pending.push(r);
+            if stream.pending.len() >= stream.batch_size {
+                let batch =
+                    std::mem::replace(&mut stream.pending, Vec::with_capacity(stream.batch_size));
+                let span = stream.span;
+                sink(stream.run(batch, span))?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Run every partly filled batch.
+    pub fn flush<E>(
+        &mut self,
+        sink: &mut impl FnMut(BatchResult<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for stream in &mut self.streams {
+            if !stream.pending.is_empty() {
+                let batch = std::mem::take(&mut stream.pending);
+                let span = stream.span;
+                sink(stream.run(batch, span))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! Shared fixtures: a minimal well-behaved processor in WAT that hostile
+//! variants are built from, and a runtime with default limits.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmgate::Reading;
+use wasmgate::runtime::{Clock, HostEnv, Instance, Limits, ModuleConfig, Runtime};
+use wasmgate::state::{MemoryState, StateStore};
+
+/// The standard parts of a processor: marker, memory, bump allocator.
+/// `{memory}` is the memory declaration's page count.
+pub const PRELUDE: &str = r#"
+  (import "wasmgate" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") {memory})
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "wasmgate_abi_v1"))
+  (func (export "wasmgate_alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+    (local.get $p))
+  (func (export "wasmgate_dealloc") (param i32 i32))
+  ;; {"outputs": ...} map header + key, for echo-style results
+  (data (i32.const 32768) "\a1\67outputs")
+"#;
+
+/// `process` that returns its input as its output (`{"outputs": batch}`).
+pub const ECHO: &str = r#"
+  (func (export "wasmgate_process") (param $p i32) (param $n i32) (result i64)
+    (memory.copy (i32.const 32777) (local.get $p) (local.get $n))
+    (i64.or
+      (i64.shl (i64.const 32768) (i64.const 32))
+      (i64.extend_i32_u (i32.add (local.get $n) (i32.const 9)))))
+"#;
+
+/// Build a module from the prelude (with `pages` of memory) and `body`.
+pub fn wat_module(pages: u32, body: &str) -> Vec<u8> {
+    let text = format!(
+        "(module {} {body})",
+        PRELUDE.replace("{memory}", &pages.to_string())
+    );
+    wat::parse_str(text).expect("fixture WAT parses")
+}
+
+/// The echo processor.
+pub fn echo_module() -> Vec<u8> {
+    wat_module(1, ECHO)
+}
+
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(Runtime::new(Limits::default()).expect("runtime"))
+}
+
+pub fn runtime_with(limits: Limits) -> Arc<Runtime> {
+    Arc::new(Runtime::new(limits).expect("runtime"))
+}
+
+pub fn env() -> HostEnv {
+    env_with(Arc::new(MemoryState::new()), ModuleConfig::default())
+}
+
+pub fn env_with(state: Arc<dyn StateStore>, config: ModuleConfig) -> HostEnv {
+    HostEnv {
+        state,
+        clock: Clock::Replay,
+        config: Arc::new(config),
+    }
+}
+
+/// Load and instantiate bytes, panicking with the error on failure.
+pub fn instance(rt: &Runtime, name: &str, bytes: &[u8]) -> Instance {
+    let m = rt
+        .load_bytes(name, bytes)
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    rt.instantiate(&m, env())
+        .unwrap_or_else(|e| panic!("instantiate: {e}"))
+}
+
+/// Load and instantiate, returning the error text.
+pub fn refusal(rt: &Runtime, name: &str, bytes: &[u8]) -> String {
+    match rt.load_bytes(name, bytes) {
+        Err(e) => e.to_string(),
+        Ok(m) => match rt.instantiate(&m, env()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("module '{name}' was accepted"),
+        },
+    }
+}
+
+pub fn reading(sensor: &str, ts: i64, fields: &[(&str, f64)]) -> Reading {
+    let mut r = Reading::new(sensor, ts);
+    for (k, v) in fields {
+        r.fields.push((k.to_string(), *v));
+    }
+    r
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A committed example processor.
+pub fn example(name: &str) -> PathBuf {
+    repo_root()
+        .join("guest-sdk/examples/wasm")
+        .join(format!("{name}.wasm"))
+}
+
+/// Like [`wat_module`], with extra imports placed first.
+pub fn wat_module_importing(imports: &str, pages: u32, body: &str) -> Vec<u8> {
+    let text = format!(
+        "(module {imports} {} {body})",
+        PRELUDE.replace("{memory}", &pages.to_string())
+    );
+    wat::parse_str(text).expect("fixture WAT parses")
+}

@@ -1,0 +1,16 @@
+//! wasmgate's integration tests: one test binary, one file per feature
+//! (wasmi style). Hostile modules are inline WAT; the example processors are
+//! the committed `.wasm` files under `guest-sdk/examples/wasm/`; `replay`
+//! tests start the real `wasmgate` binary.
+
+mod common;
+
+mod abi_contract;
+mod abi_shape;
+mod examples;
+mod limits;
+mod quarantine;
+mod replay;
+mod runtime_basics;
+mod state;
+mod traps;
