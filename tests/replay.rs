@@ -215,3 +215,56 @@ fn jsonl_input_and_bundled_sample() {
         "the sample's heat spike raises an alert"
     );
 }
+
+#[test]
+fn module_config_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "rec.csv", CSV);
+    let clamp = example("c-clamp");
+    let out = wasmgate(&["replay", "--input", s(&input), "--module", s(&clamp)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-config")
+            && err.contains("hint: give the module its settings with --module-config"),
+        "{err}"
+    );
+
+    let out = wasmgate(&[
+        "replay",
+        "--input",
+        s(&input),
+        "--module",
+        s(&clamp),
+        "--module-config",
+        "c-clamp=min = 0\nmax = 21.5",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains(r#""fields":{"temp":20.0,"humidity":21.5}"#),
+        "{text}"
+    );
+
+    let out = wasmgate(&[
+        "replay",
+        "--input",
+        s(&input),
+        "--module",
+        s(&clamp),
+        "--module-config",
+        "nope=min = 0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no module named 'nope' (modules: c-clamp)")
+    );
+}

@@ -39,6 +39,11 @@ pub struct ReplayArgs {
         conflicts_with = "config"
     )]
     pub modules: Vec<PathBuf>,
+    /// Configuration for one module, as NAME=TOML, NAME being the module's
+    /// file stem: e.g. `calibrate='fields.temp = { scale = 1.8, offset = 32.0 }'`.
+    /// Repeatable. The TOML may also be the path of a `.toml` file.
+    #[arg(long = "module-config", value_name = "NAME=TOML", value_parser = parse_module_config, conflicts_with = "config")]
+    pub module_configs: Vec<(String, toml::Table)>,
     /// A wasmgate configuration file whose streams and processors to run.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -64,6 +69,30 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
+/// Parse `NAME=TOML` (or `NAME=FILE.toml`) for `--module-config`.
+fn parse_module_config(arg: &str) -> Result<(String, toml::Table), String> {
+    let (name, body) = arg.split_once('=').ok_or_else(|| {
+        "expected NAME=TOML, e.g. calibrate='fields.temp.scale = 1.8'".to_string()
+    })?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the module name before '=' is empty".into());
+    }
+    let text = if body.trim_end().ends_with(".toml") && std::path::Path::new(body.trim()).is_file()
+    {
+        std::fs::read_to_string(body.trim()).map_err(|e| format!("cannot read {body}: {e}"))?
+    } else {
+        body.to_string()
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        format!(
+            "configuration for '{name}' is not valid TOML: {}",
+            e.message()
+        )
+    })?;
+    Ok((name.to_string(), table))
+}
+
 /// `--format` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum FormatArg {
@@ -86,6 +115,7 @@ fn replay_command(args: ReplayArgs) -> ExitCode {
             FormatArg::Jsonl => InputFormat::Jsonl,
         }),
         modules: args.modules,
+        module_configs: args.module_configs,
         config: args.config,
         output: args.output,
         state: args.state,
@@ -105,6 +135,13 @@ fn replay_command(args: ReplayArgs) -> ExitCode {
                 eprintln!("{}", summary.render());
             }
             eprintln!("error: {error}");
+            if opts.config.is_none() && error.to_string().contains("bad-config") {
+                eprintln!(
+                    "hint: give the module its settings with --module-config NAME='key = value' \
+                     (NAME is the file stem), or run a config file with --config; \
+                     each example's settings are documented in guest-sdk/examples/README.md"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -28,6 +28,8 @@ pub struct ReplayOptions {
     pub format: Option<input::InputFormat>,
     /// A chain of modules (an implicit single stream), or…
     pub modules: Vec<PathBuf>,
+    /// Configuration tables for `modules`, by module name (file stem).
+    pub module_configs: Vec<(String, toml::Table)>,
     /// …a daemon configuration file with streams.
     pub config: Option<PathBuf>,
     /// Output file; stdout when `None`.
@@ -165,6 +167,27 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
         (Some(path), true) => Config::load(path)?,
         (None, false) => Config::single_stream(opts.modules.clone()),
     };
+    for (name, table) in &opts.module_configs {
+        let target = config
+            .streams
+            .values_mut()
+            .flat_map(|s| s.processors.iter_mut())
+            .find(|p| &p.name == name);
+        match target {
+            Some(p) => p.config = table.clone(),
+            None => {
+                let known: Vec<&str> = config
+                    .streams
+                    .values()
+                    .flat_map(|s| s.processors.iter().map(|p| p.name.as_str()))
+                    .collect();
+                return Err(ReplayError::Usage(format!(
+                    "--module-config {name}=…: no module named '{name}' (modules: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
     if let Some(n) = opts.batch_size {
         config.runtime.batch_size = n;
         config

@@ -100,6 +100,24 @@ pub struct GuestLimiter {
     pub hit: Option<LimitHit>,
 }
 
+impl GuestLimiter {
+    /// Allow growth to `desired` within `limit` and the module's own
+    /// `maximum`; past `limit`, remember `hit` and trap.
+    fn grow(
+        &mut self,
+        desired: usize,
+        maximum: Option<usize>,
+        limit: usize,
+        hit: LimitHit,
+    ) -> Result<bool, LimiterError> {
+        if desired > limit {
+            self.hit = Some(hit);
+            return Err(LimiterError::ResourceLimiterDeniedAllocation);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
@@ -107,11 +125,7 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool, LimiterError> {
-        if desired > self.memory_bytes {
-            self.hit = Some(LimitHit::Memory);
-            return Err(LimiterError::ResourceLimiterDeniedAllocation);
-        }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        self.grow(desired, maximum, self.memory_bytes, LimitHit::Memory)
     }
 
     fn table_growing(
@@ -120,11 +134,7 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool, LimiterError> {
-        if desired > self.table_elements {
-            self.hit = Some(LimitHit::Table);
-            return Err(LimiterError::ResourceLimiterDeniedAllocation);
-        }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        self.grow(desired, maximum, self.table_elements, LimitHit::Table)
     }
 
     fn instances(&self) -> usize {
