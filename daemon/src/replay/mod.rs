@@ -10,7 +10,7 @@ pub mod input;
 pub mod output;
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -207,9 +207,8 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
         ),
         None => Arc::new(MemoryState::new()),
     };
-    let mut pipeline = Pipeline::build(&config, runtime, state, Clock::Replay)?;
-
     let mut reader = input::InputReader::open(&opts.input, opts.format)?;
+    let mut pipeline = Pipeline::build(&config, runtime, state, Clock::Replay)?;
     let out_name = opts
         .output
         .as_ref()
@@ -226,9 +225,8 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
     let mut writer = output::JsonlWriter::new(std::io::BufWriter::with_capacity(64 * 1024, sink));
 
     let bar = progress_bar(opts.progress, reader.total_bytes());
-    let file = display_name(&opts.input);
+    let file = opts.input.display().to_string();
     let keep_going = opts.keep_going;
-    let mut failure: Option<ReplayError> = None;
     let mut handle = |result: BatchResult<'_>| -> Result<(), ReplayError> {
         for e in &result.errors {
             summary.errors[e.kind().index()] += 1;
@@ -250,15 +248,13 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
         summary.outputs_out += result.outputs.len() as u64;
         Ok(())
     };
-    let mut count = 0u64;
     while let Some(item) = reader.next() {
         let (line, reading) = item?;
         summary.readings_in += 1;
         if pipeline.push(reading, line, &mut handle)? == 0 {
             summary.unrouted += 1;
         }
-        count += 1;
-        if count % 1024 == 0 {
+        if summary.readings_in % 1024 == 0 {
             bar.set_position(reader.bytes_read());
         }
     }
@@ -278,17 +274,10 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
             )
         })
         .collect();
-    if summary.error_count() > 0 {
-        failure = Some(ReplayError::Failures(summary.error_count()));
+    match summary.error_count() {
+        0 => Ok(()),
+        n => Err(ReplayError::Failures(n)),
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-fn display_name(path: &Path) -> String {
-    path.display().to_string()
 }
 
 fn progress_bar(wanted: bool, total: Option<u64>) -> indicatif::ProgressBar {
