@@ -73,7 +73,7 @@ install_packages() {
     if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
         "${sudo[@]}" apt-get update -qq
     fi
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
 }
 
 $install && install_packages
