@@ -7,6 +7,7 @@ mod common;
 
 mod abi_contract;
 mod abi_shape;
+mod check_config;
 mod examples;
 mod limits;
 mod quarantine;

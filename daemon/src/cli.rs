@@ -22,6 +22,15 @@ pub enum Command {
     /// Run recorded readings through processor modules and print the outputs
     /// as JSON lines (try a processor before deploying it).
     Replay(ReplayArgs),
+    /// Validate a configuration file: syntax, keys, limits, and that every
+    /// processor module loads and initialises with its config.
+    CheckConfig {
+        /// The file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the fully commented default configuration.
+    DefaultConfig,
 }
 
 /// Arguments of `wasmgate replay`.
@@ -104,6 +113,24 @@ pub enum FormatArg {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Replay(args) => replay_command(args),
+        Command::CheckConfig { file } => check_config_command(&file),
+        Command::DefaultConfig => {
+            print!("{}", crate::config::DEFAULT_CONFIG);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn check_config_command(file: &std::path::Path) -> ExitCode {
+    match crate::check::check_config(file) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

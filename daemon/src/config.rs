@@ -35,6 +35,10 @@ use crate::cbor;
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
 
+/// The fully commented default configuration (`wasmgate default-config`):
+/// every key with its default value and an explanation.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/wasmgate.toml");
+
 /// The name of the stream [`Config::single_stream`] creates.
 pub const REPLAY_STREAM: &str = "replay";
 

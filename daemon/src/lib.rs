@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! main.rs            the thin `wasmgate` binary: parse arguments, call into `cli`
-//! cli.rs             subcommands (`replay`, …) and their exit codes
+//! cli.rs             subcommands (`replay`, `check-config`, …) and their exit codes
+//! check.rs           `check-config`: validate a file and load every module it names
 //! config.rs          the TOML configuration; errors carry file:line:column
 //! reading.rs         `Reading`, the unit of work that flows through every stage
 //! pattern.rs         sensor-id glob patterns used to route readings to streams
@@ -31,6 +32,7 @@
 //! processor contract is `wit/processor.wit` and `wit/ABI.md`.
 
 pub mod cbor;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod pattern;

@@ -167,18 +167,17 @@ impl Instance {
             self.store.data_mut().batch_now = newest;
         }
         let budget = self.limits.fuel_for(batch.len());
-        let before = budget;
         match self.call(self.process, batch.len())? {
             Decoded::Outputs(o) => {
                 let left = if self.store.data().fuel_metering {
                     self.store.get_fuel().unwrap_or(0)
                 } else {
-                    before
+                    budget
                 };
                 Ok((
                     o,
                     CallFigures {
-                        fuel: before.saturating_sub(left),
+                        fuel: budget.saturating_sub(left),
                     },
                 ))
             }
