@@ -15,9 +15,16 @@ fn wasmgate(args: &[&str]) -> std::process::Output {
 fn sample_config_passes_and_lists_its_modules() {
     let file = repo_root().join("samples/greenhouse.toml");
     let out = wasmgate(&["check-config", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("ok: 1 stream(s), 3 processor module(s)"), "{text}");
+    assert!(
+        text.contains("ok: 1 stream(s), 3 processor module(s)"),
+        "{text}"
+    );
     assert!(text.contains("greenhouse/threshold-alert:"), "{text}");
 }
 
@@ -44,7 +51,10 @@ fn broken_configs_fail_with_file_line_column() {
     let out = wasmgate(&["check-config", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("stream 's'") && err.contains("c-clamp") && err.contains("bad-config"), "{err}");
+    assert!(
+        err.contains("stream 's'") && err.contains("c-clamp") && err.contains("bad-config"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -55,5 +65,9 @@ fn default_config_is_printed_and_passes_the_check() {
     let file = dir.path().join("wasmgate.toml");
     std::fs::write(&file, &out.stdout).unwrap();
     let out = wasmgate(&["check-config", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

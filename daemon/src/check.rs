@@ -57,7 +57,12 @@ impl fmt::Display for CheckReport {
 pub fn check_config(file: &Path) -> Result<CheckReport, CheckError> {
     let config = Config::load(file)?;
     let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
-    let pipeline = Pipeline::build(&config, runtime, Arc::new(MemoryState::new()), Clock::System)?;
+    let pipeline = Pipeline::build(
+        &config,
+        runtime,
+        Arc::new(MemoryState::new()),
+        Clock::System,
+    )?;
     let modules = pipeline
         .streams()
         .iter()
@@ -88,7 +93,11 @@ mod tests {
     #[test]
     fn default_config_parses_to_the_defaults() {
         let config = Config::from_str_at(DEFAULT_CONFIG, "wasmgate.toml").unwrap();
-        assert_eq!(config.runtime, Limits::default(), "the file states the real defaults");
+        assert_eq!(
+            config.runtime,
+            Limits::default(),
+            "the file states the real defaults"
+        );
         assert!(config.streams.is_empty());
     }
 
@@ -123,6 +132,10 @@ mod tests {
         // Every Limits field is listed: a new field must be documented here.
         let debug = format!("{:?}", Limits::default());
         let fields = debug.matches(':').count();
-        assert_eq!(fields, keys.len(), "Limits has fields the default config does not document");
+        assert_eq!(
+            fields,
+            keys.len(),
+            "Limits has fields the default config does not document"
+        );
     }
 }
