@@ -26,6 +26,11 @@
 //!   supervisor.rs    failure window, quarantine, per-module statistics
 //!   error.rs         `ProcessorError` and its kinds
 //! replay/            `wasmgate replay`: recorded input → pipeline → JSON lines
+//! detect/            built-in anomaly detectors (EWMA, Gaussian, MAD, rate,
+//!                    flatline, range, Holt-Winters) and the per-stream set
+//! sources/           reading sources (being built for the daemon):
+//!   decode/          payload decoders: JSON, CBOR, number, CSV line, key=value
+//!   i2c/             I²C sensors (BME280 driver) and the polling core
 //! ```
 //!
 //! The data path and the reasons behind it are in `ARCHITECTURE.md`; the
@@ -35,11 +40,13 @@ pub mod cbor;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod pattern;
 pub mod pipeline;
 pub mod reading;
 pub mod replay;
 pub mod runtime;
+pub mod sources;
 pub mod state;
 
 pub use reading::Reading;
