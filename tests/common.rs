@@ -117,3 +117,76 @@ pub fn wat_module_importing(imports: &str, pages: u32, body: &str) -> Vec<u8> {
     );
     wat::parse_str(text).expect("fixture WAT parses")
 }
+
+/// The broker end-to-end tests talk to: `WASMGATE_TEST_BROKER=host:port`
+/// (CI sets it to a real mosquitto), else an embedded rumqttd started once
+/// for the whole test binary on a free loopback port.
+pub fn broker() -> (String, u16) {
+    use std::sync::OnceLock;
+    static BROKER: OnceLock<(String, u16)> = OnceLock::new();
+    BROKER
+        .get_or_init(|| {
+            if let Ok(addr) = std::env::var("WASMGATE_TEST_BROKER") {
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .expect("WASMGATE_TEST_BROKER=host:port");
+                return (host.to_string(), port.parse().expect("port"));
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let config: rumqttd::Config = toml::from_str(&format!(
+                r#"
+                id = 0
+                [router]
+                id = 0
+                max_connections = 200
+                max_outgoing_packet_count = 200
+                max_segment_size = 104857600
+                max_segment_count = 10
+                [v4.1]
+                name = "v4-1"
+                listen = "127.0.0.1:{port}"
+                next_connection_delay_ms = 1
+                [v4.1.connections]
+                connection_timeout_ms = 60000
+                max_payload_size = 262144
+                max_inflight_count = 100
+                dynamic_filters = true
+                "#
+            ))
+            .expect("rumqttd config");
+            std::thread::spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                broker.start().expect("embedded broker");
+            });
+            // Wait until it accepts connections (an event, polled: the broker
+            // thread has no readiness signal).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "embedded broker did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            ("127.0.0.1".to_string(), port)
+        })
+        .clone()
+}
+
+/// A name no other test run uses (topics on a shared broker, gateway ids).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -99,6 +99,39 @@ mod tests {
             "the file states the real defaults"
         );
         assert!(config.streams.is_empty());
+        assert_eq!(config.mqtt, crate::settings::MqttConfig::default());
+        assert_eq!(config.storage, crate::settings::StorageConfig::default());
+        assert_eq!(
+            config.gateway.topic_prefix,
+            crate::settings::GatewayConfig::default().topic_prefix
+        );
+        assert!(config.sources.is_empty() && config.alarm.is_none());
+    }
+
+    #[test]
+    fn commented_examples_in_the_default_config_parse() {
+        // Uncomment every example line: the result must be a valid config
+        // apart from files and devices that do not exist here.
+        let text: String = DEFAULT_CONFIG
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let err = Config::from_str_at(&text, "wasmgate.toml")
+            .unwrap_err()
+            .to_string();
+        // The first thing it trips over is the example module path.
+        assert!(err.contains("module file not found"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,18 @@ pub enum Command {
     /// Run recorded readings through processor modules and print the outputs
     /// as JSON lines (try a processor before deploying it).
     Replay(ReplayArgs),
+    /// Run the gateway: sources, streams, detectors, publishing. Stops
+    /// cleanly on SIGTERM or SIGINT (Ctrl-C).
+    Run {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "/etc/wasmgate/wasmgate.toml"
+        )]
+        config: PathBuf,
+    },
     /// Validate a configuration file: syntax, keys, limits, and that every
     /// processor module loads and initialises with its config.
     CheckConfig {
@@ -114,10 +126,63 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Replay(args) => replay_command(args),
         Command::CheckConfig { file } => check_config_command(&file),
+        Command::Run { config } => run_command(&config),
         Command::DefaultConfig => {
             print!("{}", crate::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn run_command(file: &std::path::Path) -> ExitCode {
+    let config = match crate::config::Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmgate")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::run::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "wasmgate failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -31,9 +31,12 @@ use serde::Deserialize;
 use serde_path_to_error::Segment;
 use toml::Spanned;
 
+use crate::alarm::AlarmConfig;
 use crate::cbor;
+use crate::detect::{DetectorSetConfig, DetectorSpec};
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
+use crate::settings::{GatewayConfig, MqttConfig, SourceConfig, StorageConfig};
 
 /// The fully commented default configuration (`wasmgate default-config`):
 /// every key with its default value and an explanation.
@@ -45,10 +48,20 @@ pub const REPLAY_STREAM: &str = "replay";
 /// A validated daemon configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Who this gateway is (`[gateway]`).
+    pub gateway: GatewayConfig,
+    /// The broker connection (`[mqtt]`).
+    pub mqtt: MqttConfig,
+    /// Where state lives (`[storage]`).
+    pub storage: StorageConfig,
     /// Limits and supervision settings for every processor (`[runtime]`).
     pub runtime: Limits,
+    /// Inputs, by name (`[sources.<name>]`).
+    pub sources: BTreeMap<String, SourceConfig>,
     /// The processing streams, by name (`[streams.<name>]`).
     pub streams: BTreeMap<String, StreamConfig>,
+    /// The GPIO alarm output (`[alarm]`), if any.
+    pub alarm: Option<AlarmConfig>,
 }
 
 /// One stream: which sensors feed it and the processor chain they go through.
@@ -56,8 +69,12 @@ pub struct Config {
 pub struct StreamConfig {
     /// Readings whose sensor id matches any of these enter the stream.
     pub sensors: Vec<SensorPattern>,
-    /// The processor chain, in order; never empty.
+    /// The processor chain, in order.
     pub processors: Vec<ProcessorConfig>,
+    /// Only readings from these sources enter the stream; empty: any source.
+    pub sources: Vec<String>,
+    /// The anomaly detectors run on the chain's outputs.
+    pub detect: DetectorSetConfig,
 }
 
 impl StreamConfig {
@@ -192,9 +209,12 @@ pub enum Problem {
     /// A stream name that cannot be a topic segment.
     #[error("invalid stream name {0:?}: use only letters, digits, `_` and `-`")]
     StreamName(String),
-    /// A stream without a processor.
-    #[error("stream {0:?} has no processors")]
+    /// A stream without a processor or a detector.
+    #[error("stream {0:?} has no processors and no detectors")]
     NoProcessors(String),
+    /// A section's own validation refused it (the message names the key).
+    #[error("{0}")]
+    Section(String),
     /// Two processors of one stream share a name.
     #[error(
         "duplicate processor name {name:?} in stream {stream:?} (processors[{first}] has it too; set a distinct `name`)"
@@ -243,15 +263,24 @@ pub enum Problem {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    gateway: Option<Spanned<GatewayConfig>>,
+    mqtt: Option<Spanned<MqttConfig>>,
+    storage: Option<Spanned<StorageConfig>>,
     runtime: Option<Spanned<Limits>>,
+    sources: Option<BTreeMap<String, Spanned<SourceConfig>>>,
     streams: Option<BTreeMap<String, Spanned<RawStream>>>,
+    alarm: Option<Spanned<AlarmConfig>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStream {
     sensors: Option<Vec<Spanned<String>>>,
+    sources: Option<Vec<Spanned<String>>>,
     processors: Option<Spanned<Vec<Spanned<RawProcessor>>>>,
+    detectors: Option<Spanned<Vec<DetectorSpec>>>,
+    max_series: Option<usize>,
+    include_derived: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -317,10 +346,17 @@ impl Config {
         let stream = StreamConfig {
             sensors: vec![SensorPattern::any()],
             processors,
+            sources: Vec::new(),
+            detect: DetectorSetConfig::default(),
         };
         Config {
+            gateway: GatewayConfig::default(),
+            mqtt: MqttConfig::default(),
+            storage: StorageConfig::default(),
             runtime: Limits::default(),
+            sources: BTreeMap::new(),
             streams: BTreeMap::from([(REPLAY_STREAM.to_string(), stream)]),
+            alarm: None,
         }
     }
 }
@@ -353,6 +389,39 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
                 .map_err(|m| cx.invalid(None, "runtime".into(), Problem::Runtime(m)))?;
             limits
         }
+    };
+
+    let gateway = section(&cx, raw.gateway, "gateway", GatewayConfig::validate)?;
+    let mqtt = section(&cx, raw.mqtt, "mqtt", MqttConfig::validate)?;
+    let storage = section(&cx, raw.storage, "storage", StorageConfig::validate)?;
+    let mut sources = BTreeMap::new();
+    for (name, src) in raw.sources.unwrap_or_default() {
+        let span = src.span();
+        let key = format!("sources.{}", key_segment(&name));
+        if !is_valid_stream_name(&name) {
+            return Err(cx.invalid(
+                Some(span),
+                key,
+                Problem::Section(format!(
+                    "invalid source name {name:?}: use only letters, digits, `_` and `-`"
+                )),
+            ));
+        }
+        let src = src.into_inner();
+        src.validate()
+            .map_err(|m| cx.invalid(Some(span), key, Problem::Section(m)))?;
+        sources.insert(name, src);
+    }
+    let known_sources: Vec<String> = sources.keys().cloned().collect();
+    let alarm = match raw.alarm {
+        Some(a) => {
+            let span = a.span();
+            let a = a.into_inner();
+            a.validate()
+                .map_err(|m| cx.invalid(Some(span), "alarm".into(), Problem::Section(m)))?;
+            Some(a)
+        }
+        None => None,
     };
 
     let base = file.parent().unwrap_or(Path::new(""));
@@ -393,14 +462,53 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
 
         let (procs_span, raw_procs) = match raw_stream.processors {
             Some(p) => (p.span(), p.into_inner()),
-            None => (stream_span, Vec::new()),
+            None => (stream_span.clone(), Vec::new()),
         };
-        if raw_procs.is_empty() {
+        let (detectors_span, detectors) = match raw_stream.detectors {
+            Some(d) => (Some(d.span()), d.into_inner()),
+            None => (None, Vec::new()),
+        };
+        if raw_procs.is_empty() && detectors.is_empty() {
             return Err(cx.invalid(
                 Some(procs_span),
                 format!("{stream_key}.processors"),
                 Problem::NoProcessors(stream_name),
             ));
+        }
+        let mut detect = DetectorSetConfig {
+            detectors,
+            ..DetectorSetConfig::default()
+        };
+        if let Some(n) = raw_stream.max_series {
+            detect.max_series = n;
+        }
+        if let Some(b) = raw_stream.include_derived {
+            detect.include_derived = b;
+        }
+        detect.validate().map_err(|m| {
+            cx.invalid(
+                detectors_span.clone().or(Some(stream_span.clone())),
+                format!("{stream_key}.detectors"),
+                Problem::Section(m),
+            )
+        })?;
+        let mut stream_sources = Vec::new();
+        for (i, src) in raw_stream
+            .sources
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let span = src.span();
+            let src = src.into_inner();
+            if !known_sources.contains(&src) {
+                return Err(cx.invalid(
+                    Some(span),
+                    format!("{stream_key}.sources[{i}]"),
+                    Problem::Section(format!("no source named {src:?} in [sources]")),
+                ));
+            }
+            stream_sources.push(src);
         }
 
         let mut processors: Vec<ProcessorConfig> = Vec::with_capacity(raw_procs.len());
@@ -485,11 +593,48 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
             StreamConfig {
                 sensors,
                 processors,
+                sources: stream_sources,
+                detect,
             },
         );
     }
 
-    Ok(Config { runtime, streams })
+    if let Some(a) = &alarm {
+        let known: Vec<String> = streams.keys().cloned().collect();
+        let unknown = a.unknown_streams(&known);
+        if !unknown.is_empty() {
+            return Err(cx.invalid(
+                None,
+                "alarm.streams".into(),
+                Problem::Section(format!("no stream named {}", unknown.join(", "))),
+            ));
+        }
+    }
+    Ok(Config {
+        gateway,
+        mqtt,
+        storage,
+        runtime,
+        sources,
+        streams,
+        alarm,
+    })
+}
+
+/// Take an optional spanned section (or its default) and validate it; an
+/// error points at the section and names it.
+fn section<T: Default>(
+    cx: &Cx<'_>,
+    raw: Option<Spanned<T>>,
+    key: &str,
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ConfigError> {
+    let (span, value) = match raw {
+        Some(s) => (Some(s.span()), s.into_inner()),
+        None => (None, T::default()),
+    };
+    validate(&value).map_err(|m| cx.invalid(span, key.to_string(), Problem::Section(m)))?;
+    Ok(value)
 }
 
 /// Error-building context: the source text and the file name.
@@ -778,11 +923,14 @@ modul = "modules/calibrate.wasm"
         );
         assert_eq!(
             err(&dir, "mqtt = 1\n"),
-            "wasmgate.toml:1:1: unknown field `mqtt`, expected `runtime` or `streams`"
+            "wasmgate.toml:1:8: mqtt: invalid type: integer `1`, expected struct MqttConfig"
         );
+        assert!(err(&dir, "mqttt = 1\n").starts_with(
+            "wasmgate.toml:1:1: unknown field `mqttt`, expected one of `gateway`, `mqtt`"
+        ),);
         assert_eq!(
             err(&dir, "[streams.a]\n  sensor = [\"x\"]\n"),
-            "wasmgate.toml:2:3: streams.a: unknown field `sensor`, expected `sensors` or `processors`"
+            "wasmgate.toml:2:3: streams.a: unknown field `sensor`, expected one of `sensors`, `sources`, `processors`, `detectors`, `max_series`, `include_derived`"
         );
     }
 
@@ -871,11 +1019,11 @@ modul = "modules/calibrate.wasm"
         let dir = fixture();
         assert_eq!(
             err(&dir, "\n[streams.empty]\nsensors = [\"*\"]\n"),
-            "wasmgate.toml:2:1: streams.empty.processors: stream \"empty\" has no processors"
+            "wasmgate.toml:2:1: streams.empty.processors: stream \"empty\" has no processors and no detectors"
         );
         assert_eq!(
             err(&dir, "[streams.empty]\nprocessors = []\n"),
-            "wasmgate.toml:2:14: streams.empty.processors: stream \"empty\" has no processors"
+            "wasmgate.toml:2:14: streams.empty.processors: stream \"empty\" has no processors and no detectors"
         );
     }
 
@@ -963,7 +1111,7 @@ name = "calibrate"
         let e = Config::from_str_at("[streams.\"ü\"]\n  x = 1\n", "c.toml").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "c.toml:2:3: streams.\"ü\": unknown field `x`, expected `sensors` or `processors`"
+            "c.toml:2:3: streams.\"ü\": unknown field `x`, expected one of `sensors`, `sources`, `processors`, `detectors`, `max_series`, `include_derived`"
         );
         assert_eq!(
             e.site().and_then(|s| s.position),

@@ -11,10 +11,12 @@
 //! cli.rs             subcommands (`replay`, `check-config`, …) and their exit codes
 //! check.rs           `check-config`: validate a file and load every module it names
 //! config.rs          the TOML configuration; errors carry file:line:column
+//! settings.rs        the daemon sections: [gateway], [mqtt], [storage], [sources.*]
 //! reading.rs         `Reading`, the unit of work that flows through every stage
 //! pattern.rs         sensor-id glob patterns used to route readings to streams
 //! cbor.rs            deterministic CBOR writer primitives (host → guest encoding)
 //! state.rs           per-module persistent state: in memory or in sled
+//! ratelimit.rs       log-line rate limiting for peer-triggered warnings
 //! pipeline.rs        a stream's processor chain: route → batch → modules in order
 //! runtime/           the Wasm processor runtime (wasmi)
 //!   mod.rs           `Runtime`: engine, module cache keyed by sha256, loading
@@ -36,16 +38,21 @@
 //! The data path and the reasons behind it are in `ARCHITECTURE.md`; the
 //! processor contract is `wit/processor.wit` and `wit/ABI.md`.
 
+pub mod alarm;
 pub mod cbor;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod mqtt;
 pub mod pattern;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod reading;
 pub mod replay;
+pub mod run;
 pub mod runtime;
+pub mod settings;
 pub mod sources;
 pub mod state;
 

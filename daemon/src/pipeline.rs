@@ -5,8 +5,10 @@
 //! inputs of the next.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, StreamConfig};
+use crate::detect::{AnomalyEvent, DetectError, DetectorSet};
 use crate::pattern::SensorPattern;
 use crate::reading::Reading;
 use crate::runtime::{
@@ -24,6 +26,13 @@ pub enum PipelineError {
         #[source]
         source: LoadError,
     },
+    /// The detectors could not be set up.
+    #[error("stream '{stream}': detectors: {source}")]
+    Detectors {
+        stream: String,
+        #[source]
+        source: DetectError,
+    },
 }
 
 /// The result of running one batch through a stream's chain.
@@ -35,6 +44,8 @@ pub struct BatchResult<'a> {
     pub outputs: Vec<Reading>,
     /// Failures of modules in the chain during this batch.
     pub errors: Vec<ProcessorError>,
+    /// Anomalies the stream's detectors flagged in `outputs`.
+    pub events: Vec<AnomalyEvent>,
     /// Caller-supplied positions (e.g. input line numbers) of the first and
     /// last reading in the batch.
     pub span: (u64, u64),
@@ -44,8 +55,11 @@ pub struct BatchResult<'a> {
 pub struct Stream {
     name: String,
     sensors: Vec<SensorPattern>,
+    sources: Vec<String>,
     chain: Vec<Supervisor>,
+    detectors: Option<DetectorSet>,
     pending: Vec<Reading>,
+    pending_since: Option<Instant>,
     span: (u64, u64),
     batch_size: usize,
 }
@@ -74,12 +88,25 @@ impl Stream {
             let policy = p.on_failure.unwrap_or(runtime.limits().on_failure);
             chain.push(Supervisor::new(runtime.clone(), module, env, policy).map_err(load)?);
         }
+        let detectors = if config.detect.detectors.is_empty() {
+            None
+        } else {
+            Some(DetectorSet::new(name, &config.detect).map_err(|source| {
+                PipelineError::Detectors {
+                    stream: name.to_string(),
+                    source,
+                }
+            })?)
+        };
         let batch_size = runtime.limits().batch_size as usize;
         Ok(Stream {
             name: name.to_string(),
             sensors: config.sensors.clone(),
+            sources: config.sources.clone(),
             chain,
+            detectors,
             pending: Vec::with_capacity(batch_size),
+            pending_since: None,
             span: (0, 0),
             batch_size,
         })
@@ -90,9 +117,19 @@ impl Stream {
         &self.name
     }
 
-    /// Whether `sensor` belongs to this stream.
-    pub fn matches(&self, sensor: &str) -> bool {
-        self.sensors.iter().any(|p| p.matches(sensor))
+    /// Whether a reading of `sensor` from `source` belongs to this stream.
+    /// Without a source (replay) the stream's source filter is ignored.
+    pub fn matches(&self, source: Option<&str>, sensor: &str) -> bool {
+        let source_ok = match source {
+            Some(src) if !self.sources.is_empty() => self.sources.iter().any(|s| s == src),
+            _ => true,
+        };
+        source_ok && self.sensors.iter().any(|p| p.matches(sensor))
+    }
+
+    /// The stream's detectors, if it has any.
+    pub fn detectors_mut(&mut self) -> Option<&mut DetectorSet> {
+        self.detectors.as_mut()
     }
 
     /// The supervised modules, in chain order.
@@ -114,10 +151,15 @@ impl Stream {
             }
             data = step.outputs;
         }
+        let events = match &mut self.detectors {
+            Some(set) => data.iter().flat_map(|r| set.observe(r)).collect(),
+            None => Vec::new(),
+        };
         BatchResult {
             stream: &self.name,
             outputs: data,
             errors,
+            events,
             span,
         }
     }
@@ -149,6 +191,11 @@ impl Pipeline {
         &self.streams
     }
 
+    /// The streams, mutably (detector state restore and snapshots).
+    pub fn streams_mut(&mut self) -> &mut [Stream] {
+        &mut self.streams
+    }
+
     /// Statistics of every module: (stream, module, stats).
     pub fn module_stats(&self) -> impl Iterator<Item = (&str, &str, &ModuleStats)> {
         self.streams.iter().flat_map(|s| {
@@ -164,6 +211,7 @@ impl Pipeline {
     pub fn push<E>(
         &mut self,
         reading: Reading,
+        source: Option<&str>,
         pos: u64,
         sink: &mut impl FnMut(BatchResult<'_>) -> Result<(), E>,
     ) -> Result<usize, E> {
@@ -172,7 +220,7 @@ impl Pipeline {
         let n = self
             .streams
             .iter()
-            .filter(|s| s.matches(&reading.sensor))
+            .filter(|s| s.matches(source, &reading.sensor))
             .count();
         let mut reading = Some(reading);
         let mut seen = 0;
@@ -183,7 +231,7 @@ impl Pipeline {
             let Some(sensor) = reading.as_ref().map(|r| r.sensor.as_str()) else {
                 break;
             };
-            if !stream.matches(sensor) {
+            if !stream.matches(source, sensor) {
                 continue;
             }
             seen += 1;
@@ -195,12 +243,14 @@ impl Pipeline {
             let Some(r) = r else { break };
             if stream.pending.is_empty() {
                 stream.span.0 = pos;
+                stream.pending_since = Some(Instant::now());
             }
             stream.span.1 = pos;
             stream.pending.push(r);
             if stream.pending.len() >= stream.batch_size {
                 let batch =
                     std::mem::replace(&mut stream.pending, Vec::with_capacity(stream.batch_size));
+                stream.pending_since = None;
                 let span = stream.span;
                 sink(stream.run(batch, span))?;
             }
@@ -213,13 +263,38 @@ impl Pipeline {
         &mut self,
         sink: &mut impl FnMut(BatchResult<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.flush_older_than(Duration::ZERO, sink)
+    }
+
+    /// Run the partly filled batches whose first reading waited `max_wait`
+    /// or longer (the daemon's batch timeout: latency stays bounded when
+    /// readings trickle in).
+    pub fn flush_older_than<E>(
+        &mut self,
+        max_wait: Duration,
+        sink: &mut impl FnMut(BatchResult<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let now = Instant::now();
         for stream in &mut self.streams {
-            if !stream.pending.is_empty() {
+            let due = stream
+                .pending_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= max_wait);
+            if due && !stream.pending.is_empty() {
                 let batch = std::mem::take(&mut stream.pending);
+                stream.pending_since = None;
                 let span = stream.span;
                 sink(stream.run(batch, span))?;
             }
         }
         Ok(())
+    }
+
+    /// When the oldest waiting batch becomes due under `max_wait`.
+    pub fn next_due(&self, max_wait: Duration) -> Option<Instant> {
+        self.streams
+            .iter()
+            .filter_map(|s| s.pending_since)
+            .min()
+            .map(|t| t + max_wait)
     }
 }

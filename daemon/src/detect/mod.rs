@@ -130,6 +130,7 @@ pub mod mad;
 pub mod range;
 pub mod rate;
 pub mod set;
+pub mod synth;
 mod window;
 
 use std::fmt;

@@ -251,7 +251,7 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
     while let Some(item) = reader.next() {
         let (line, reading) = item?;
         summary.readings_in += 1;
-        if pipeline.push(reading, line, &mut handle)? == 0 {
+        if pipeline.push(reading, None, line, &mut handle)? == 0 {
             summary.unrouted += 1;
         }
         if summary.readings_in % 1024 == 0 {

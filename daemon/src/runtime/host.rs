@@ -25,6 +25,8 @@ pub const HOST_CALL_FUEL: u64 = 100;
 const LOG_BURST: u32 = 50;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
+use crate::ratelimit::LogLimiter;
+
 /// Where `now_ms` comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clock {
@@ -166,9 +168,7 @@ pub struct HostCtx {
     /// A state-store failure seen by a host call (reported after the call).
     pub state_error: Option<String>,
     pub fuel_metering: bool,
-    log_window: Instant,
-    log_count: u32,
-    log_suppressed: u32,
+    log_limiter: LogLimiter,
 }
 
 impl HostCtx {
@@ -183,9 +183,7 @@ impl HostCtx {
             state_bytes: 0,
             state_error: None,
             fuel_metering,
-            log_window: Instant::now(),
-            log_count: 0,
-            log_suppressed: 0,
+            log_limiter: LogLimiter::new(LOG_BURST, LOG_WINDOW),
         }
     }
 
@@ -200,22 +198,10 @@ impl HostCtx {
     }
 
     fn allow_log(&mut self) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.log_window) >= LOG_WINDOW {
-            if self.log_suppressed > 0 {
-                tracing::warn!(module = %self.module, suppressed = self.log_suppressed, "guest log lines suppressed by rate limit");
-            }
-            self.log_window = now;
-            self.log_count = 0;
-            self.log_suppressed = 0;
-        }
-        if self.log_count < LOG_BURST {
-            self.log_count += 1;
-            true
-        } else {
-            self.log_suppressed += 1;
-            false
-        }
+        let module = &self.module;
+        self.log_limiter.allow(Instant::now(), |suppressed| {
+            tracing::warn!(module = %module, suppressed, "guest log lines suppressed by rate limit");
+        })
     }
 }
 

@@ -1,0 +1,268 @@
+//! The MQTT side of the gateway: connection options (TLS via rustls with the
+//! `ring` provider, last will), the topic layout, and the ingest of MQTT
+//! sources on the shared connection.
+//!
+//! Topics (with the default prefix `wasmgate`):
+//!
+//! | topic | what | QoS / retain |
+//! |---|---|---|
+//! | `wasmgate/<gateway>/status` | `{"state":"online"}` / `{"state":"offline"}` (last will) | 1, retained |
+//! | `wasmgate/<gateway>/out/<stream>` | processed readings, one JSON object per message | 1 |
+//! | `wasmgate/<gateway>/anomaly/<stream>` | anomaly events, JSON | 1 |
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+
+use crate::ratelimit::LogLimiter;
+use crate::settings::{GatewayConfig, MqttConfig, MqttSourceConfig};
+use crate::sources::decode::{self, DecodeContext};
+use crate::sources::{SourceBatch, SourceMetrics, deliver, now_ms};
+
+/// Payload of the retained status topic while running.
+pub const STATUS_ONLINE: &str = r#"{"state":"online"}"#;
+/// Payload of the retained status topic after a clean stop, and the last will.
+pub const STATUS_OFFLINE: &str = r#"{"state":"offline"}"#;
+
+/// Topic names of one gateway.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    /// Topics under `<prefix>/<gateway id>/`.
+    pub fn new(gateway: &GatewayConfig) -> Self {
+        Topics {
+            base: format!("{}/{}", gateway.topic_prefix, gateway.id),
+        }
+    }
+
+    /// The retained status topic.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    /// Processed readings of `stream`.
+    pub fn out(&self, stream: &str) -> String {
+        format!("{}/out/{stream}", self.base)
+    }
+
+    /// Anomaly events of `stream`.
+    pub fn anomaly(&self, stream: &str) -> String {
+        format!("{}/anomaly/{stream}", self.base)
+    }
+}
+
+/// The connection could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    /// A TLS or password file could not be read.
+    #[error("mqtt: cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `client_cert` without `client_key` or the reverse.
+    #[error("mqtt.tls: give both client_cert and client_key, or neither")]
+    HalfClientAuth,
+}
+
+/// Connection options: client id, keep-alive, packet size, credentials,
+/// TLS, and the retained "offline" last will on the status topic.
+pub fn options(mqtt: &MqttConfig, gateway: &GatewayConfig) -> Result<MqttOptions, MqttSetupError> {
+    let client_id = mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("wasmgate-{}", gateway.id));
+    let mut opts = MqttOptions::new(client_id, mqtt.host.clone(), mqtt.port);
+    opts.set_keep_alive(Duration::from_secs(mqtt.keepalive_secs))
+        .set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes)
+        .set_clean_session(mqtt.clean_session)
+        .set_last_will(LastWill::new(
+            Topics::new(gateway).status(),
+            STATUS_OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| MqttSetupError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let password = match (&mqtt.password, &mqtt.password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(file)) => {
+            let bytes = read(file)?;
+            Some(
+                String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        }
+        (None, None) => None,
+    };
+    if let Some(user) = &mqtt.username {
+        opts.set_credentials(user.clone(), password.unwrap_or_default());
+    }
+    if let Some(tls) = &mqtt.tls {
+        install_crypto_provider();
+        let ca = read(&tls.ca_file)?;
+        let client_auth = match (&tls.client_cert, &tls.client_key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => return Err(MqttSetupError::HalfClientAuth),
+        };
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(opts)
+}
+
+/// rumqttc is built without a default rustls provider (aws-lc needs cmake
+/// and is hard to cross-build): install `ring` for the process, once.
+pub fn install_crypto_provider() {
+    // Fails only if a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// One MQTT source as the connection task runs it.
+#[derive(Debug)]
+pub struct MqttIngest {
+    name: Arc<str>,
+    config: MqttSourceConfig,
+    metrics: Arc<SourceMetrics>,
+    log: LogLimiter,
+    scratch: Vec<crate::reading::Reading>,
+}
+
+impl MqttIngest {
+    /// The ingest of source `name`.
+    pub fn new(name: &str, config: MqttSourceConfig) -> Self {
+        MqttIngest {
+            name: Arc::from(name),
+            config,
+            metrics: Arc::new(SourceMetrics::default()),
+            log: LogLimiter::new(10, Duration::from_secs(60)),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The source's metrics.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The topic filters to subscribe, with their QoS.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, QoS)> {
+        let qos = if self.config.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        self.config.topics.iter().map(move |t| (t.as_str(), qos))
+    }
+
+    /// Whether a message on `topic` is for this source.
+    pub fn wants(&self, topic: &str) -> bool {
+        self.config
+            .topics
+            .iter()
+            .any(|f| rumqttc::matches(topic, f))
+    }
+
+    /// Decode one message and hand its readings on. Returns `false` when the
+    /// streams are gone (shutdown).
+    pub async fn handle(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        out: &mpsc::Sender<SourceBatch>,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        self.metrics.received.fetch_add(1, Ordering::Relaxed);
+        let sensor = match self.config.sensor_segment {
+            Some(i) => topic.split('/').nth(i),
+            None => Some(topic),
+        };
+        let mut ctx = DecodeContext::new(now_ms());
+        ctx.sensor = sensor;
+        ctx.field = &self.config.field;
+        ctx.csv_columns = &self.config.csv_columns;
+        self.scratch.clear();
+        match decode::decode(self.config.format, payload, &ctx, &mut self.scratch) {
+            Ok(_) => {
+                let batch = SourceBatch {
+                    source: self.name.clone(),
+                    readings: std::mem::take(&mut self.scratch),
+                };
+                deliver(out, batch, self.config.queue_full, &self.metrics).await
+            }
+            Err(e) => {
+                self.metrics.reject(e.reason());
+                let source = &*self.name;
+                if self.log.allow(Instant::now(), |n| {
+                    tracing::warn!(
+                        source,
+                        suppressed = n,
+                        "malformed payload warnings suppressed"
+                    );
+                }) {
+                    tracing::warn!(source, topic, reason = e.reason(), error = %e, "malformed payload rejected");
+                }
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(format: &str, extra: &str) -> MqttIngest {
+        let cfg: MqttSourceConfig = toml::from_str(&format!(
+            "topics = [\"sensors/+/data\"]\nformat = \"{format}\"\nsensor_segment = 1\n{extra}"
+        ))
+        .unwrap();
+        cfg.validate().unwrap();
+        MqttIngest::new("m", cfg)
+    }
+
+    #[tokio::test]
+    async fn decodes_and_counts() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut s = source("json", "");
+        assert!(s.wants("sensors/t1/data"));
+        assert!(!s.wants("other/t1/data"));
+        assert!(s.handle("sensors/t1/data", br#"{"temp": 21.5}"#, &tx).await);
+        let b = rx.recv().await.unwrap();
+        assert_eq!(b.readings[0].sensor, "t1");
+        assert_eq!(b.readings[0].field("temp"), Some(21.5));
+        assert!(s.handle("sensors/t1/data", b"{oops", &tx).await);
+        assert_eq!(s.metrics().rejected_of("malformed-json"), 1);
+        use std::sync::atomic::Ordering;
+        assert_eq!(s.metrics().received.load(Ordering::Relaxed), 2);
+        assert_eq!(s.metrics().decoded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn topics() {
+        let g = GatewayConfig {
+            id: "gw1".into(),
+            topic_prefix: "wasmgate".into(),
+        };
+        let t = Topics::new(&g);
+        assert_eq!(t.status(), "wasmgate/gw1/status");
+        assert_eq!(t.out("gh"), "wasmgate/gw1/out/gh");
+        assert_eq!(t.anomaly("gh"), "wasmgate/gw1/anomaly/gh");
+    }
+}

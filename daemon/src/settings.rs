@@ -1,0 +1,279 @@
+//! The daemon's own configuration sections — `[gateway]`, `[mqtt]`,
+//! `[storage]`, `[sources.*]` — parsed by [`crate::config`]. Every struct
+//! refuses unknown keys; every default is stated on its field and in
+//! `daemon/config/wasmgate.toml`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::sources::QueueFullPolicy;
+use crate::sources::decode::PayloadFormat;
+use crate::sources::i2c::I2cSensorConfig;
+use crate::sources::serial::SerialSourceConfig;
+
+/// `[gateway]`: who this gateway is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The gateway id: a topic segment (`[A-Za-z0-9_-]`). Default: the host
+    /// name, with other characters replaced by `-`.
+    pub id: String,
+    /// Prefix of every topic wasmgate publishes. Default: `wasmgate`.
+    pub topic_prefix: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            id: default_gateway_id(),
+            topic_prefix: "wasmgate".into(),
+        }
+    }
+}
+
+/// The host name as a topic-safe gateway id.
+pub fn default_gateway_id() -> String {
+    let raw = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+impl GatewayConfig {
+    /// Check the id and prefix; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !crate::config::is_valid_stream_name(&self.id) {
+            return Err(format!(
+                "id {:?}: use only letters, digits, `_` and `-` (it is a topic segment)",
+                self.id
+            ));
+        }
+        if self.topic_prefix.is_empty()
+            || self.topic_prefix.contains(['+', '#'])
+            || self.topic_prefix.starts_with('/')
+            || self.topic_prefix.ends_with('/')
+        {
+            return Err(format!(
+                "topic_prefix {:?}: must be non-empty, without wildcards or leading/trailing `/`",
+                self.topic_prefix
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[mqtt]`: the broker connection used for MQTT sources and for publishing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host. Default: `localhost`.
+    pub host: String,
+    /// Broker port. Default: 1883 (8883 is usual with TLS).
+    pub port: u16,
+    /// Client id. Default: `wasmgate-<gateway id>`.
+    pub client_id: Option<String>,
+    /// User name. Default: none.
+    pub username: Option<String>,
+    /// Password. Prefer `password_file`. Default: none.
+    pub password: Option<String>,
+    /// File holding the password (first line). Default: none.
+    pub password_file: Option<PathBuf>,
+    /// Keep-alive interval, seconds. Default: 30.
+    pub keepalive_secs: u64,
+    /// Largest packet sent or accepted, bytes. Default: 262 144.
+    pub max_packet_bytes: usize,
+    /// Start a clean session on connect. Default: true.
+    pub clean_session: bool,
+    /// Wait between reconnection attempts grows from this, ms. Default: 500.
+    pub reconnect_min_ms: u64,
+    /// … up to this, ms. Default: 30 000.
+    pub reconnect_max_ms: u64,
+    /// TLS (rustls). Default: plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "localhost".into(),
+            port: 1883,
+            client_id: None,
+            username: None,
+            password: None,
+            password_file: None,
+            keepalive_secs: 30,
+            max_packet_bytes: 256 * 1024,
+            clean_session: true,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            tls: None,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Check ranges; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.host.is_empty() {
+            return Err("host must not be empty".into());
+        }
+        if self.port == 0 {
+            return Err("port must not be 0".into());
+        }
+        if !(5..=3600).contains(&self.keepalive_secs) {
+            return Err("keepalive_secs must be within 5 ..= 3600".into());
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.max_packet_bytes) {
+            return Err("max_packet_bytes must be within 1024 ..= 268435456".into());
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err("give password or password_file, not both".into());
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            return Err("reconnect_min_ms must be > 0 and ≤ reconnect_max_ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificate(s) to trust (required).
+    pub ca_file: PathBuf,
+    /// PEM client certificate, for mutual TLS. Default: none.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`. Default: none.
+    pub client_key: Option<PathBuf>,
+}
+
+/// `[storage]`: where state lives.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of the sled database (processor and detector state).
+    /// Default: `/var/lib/wasmgate`.
+    pub path: PathBuf,
+    /// sled page-cache size, bytes (sled's own default is 1 GiB). Default: 4 MiB.
+    pub cache_bytes: u64,
+    /// How often detector state is written, ms. Default: 5 000.
+    pub detector_flush_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("/var/lib/wasmgate"),
+            cache_bytes: 4 << 20,
+            detector_flush_ms: 5_000,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Check ranges; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !((256 << 10)..=(1 << 30)).contains(&self.cache_bytes) {
+            return Err("cache_bytes must be within 262144 ..= 1073741824".into());
+        }
+        if self.detector_flush_ms < 100 {
+            return Err("detector_flush_ms must be at least 100".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[sources.<name>]`: one input, by `type`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// Messages from the `[mqtt]` broker.
+    Mqtt(MqttSourceConfig),
+    /// Lines from a serial port.
+    Serial(SerialSourceConfig),
+    /// A polled I²C sensor.
+    I2c(I2cSensorConfig),
+}
+
+impl SourceConfig {
+    /// Check the source's keys; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SourceConfig::Mqtt(c) => c.validate(),
+            SourceConfig::Serial(c) => c.validate(),
+            SourceConfig::I2c(c) => c.validate().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// `type = "mqtt"`: subscribe to topics on the `[mqtt]` broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Topic filters (`+` and `#` wildcards), at least one.
+    pub topics: Vec<String>,
+    /// Payload format. Default: `json`.
+    #[serde(default = "default_json")]
+    pub format: PayloadFormat,
+    /// Take the sensor id from this topic segment (0-based); without it the
+    /// whole topic is the sensor id. A `sensor` in the payload wins.
+    #[serde(default)]
+    pub sensor_segment: Option<usize>,
+    /// Field name for plain-number payloads. Default: `value`.
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// Column names for `csv` payloads.
+    #[serde(default)]
+    pub csv_columns: Vec<String>,
+    /// Subscription QoS, 0 or 1. Default: 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// When the queue to the streams is full. Default: `block`.
+    #[serde(default)]
+    pub queue_full: QueueFullPolicy,
+}
+
+fn default_json() -> PayloadFormat {
+    PayloadFormat::Json
+}
+fn default_field() -> String {
+    "value".into()
+}
+fn default_qos() -> u8 {
+    1
+}
+
+impl MqttSourceConfig {
+    /// Check filters and QoS; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.topics.is_empty() {
+            return Err("topics: give at least one topic filter".into());
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if !rumqttc::valid_filter(t) {
+                return Err(format!(
+                    "topics[{i}]: {t:?} is not a valid MQTT topic filter"
+                ));
+            }
+        }
+        if self.qos > 1 {
+            return Err("qos must be 0 or 1".into());
+        }
+        if self.format == PayloadFormat::Csv && self.csv_columns.is_empty() {
+            return Err("csv_columns: required with format = \"csv\"".into());
+        }
+        Ok(())
+    }
+}
