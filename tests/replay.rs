@@ -268,3 +268,64 @@ fn module_config_on_the_command_line() {
         String::from_utf8_lossy(&out.stderr).contains("no module named 'nope' (modules: c-clamp)")
     );
 }
+
+#[test]
+fn detectors_score_every_output_line_deterministically() {
+    let sample = repo_root().join("samples/greenhouse.csv");
+    let config = repo_root().join("samples/greenhouse.toml");
+    let run = || {
+        wasmgate(&[
+            "replay",
+            "--input",
+            s(&sample),
+            "--config",
+            s(&config),
+            "--quiet",
+        ])
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        run().stdout,
+        first.stdout,
+        "same input, same bytes, scores included"
+    );
+    let text = String::from_utf8(first.stdout).unwrap();
+    let mut flagged = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v.get("kind").is_some() {
+            continue; // alerts are derived records: not scored by default
+        }
+        let scores = v["scores"]
+            .as_array()
+            .expect("every measurement line carries scores");
+        let pairs: Vec<(&str, &str)> = scores
+            .iter()
+            .map(|s| {
+                (
+                    s["field"].as_str().unwrap(),
+                    s["detector"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        // Each configured (field, detector) pair is scored when the field is present.
+        for (field, detector) in [("temp_f", "ewma"), ("humidity", "range")] {
+            assert_eq!(
+                v["fields"].get(field).is_some(),
+                pairs.contains(&(field, detector)),
+                "{line}"
+            );
+        }
+        for sc in scores {
+            let score = sc["score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score), "{line}");
+            flagged += usize::from(sc["flag"].as_bool().unwrap());
+        }
+    }
+    assert!(flagged > 0, "the sample's heat spike is flagged");
+}

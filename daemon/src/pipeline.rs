@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, StreamConfig};
-use crate::detect::{AnomalyEvent, DetectError, DetectorSet};
+use crate::detect::{AnomalyEvent, DetectError, DetectorSet, FieldScore};
 use crate::pattern::SensorPattern;
 use crate::reading::Reading;
 use crate::runtime::{
@@ -46,6 +46,9 @@ pub struct BatchResult<'a> {
     pub errors: Vec<ProcessorError>,
     /// Anomalies the stream's detectors flagged in `outputs`.
     pub events: Vec<AnomalyEvent>,
+    /// Per output, every detector verdict on its fields — only when the
+    /// pipeline records scores (`replay`); empty otherwise.
+    pub scores: Vec<Vec<FieldScore>>,
     /// Caller-supplied positions (e.g. input line numbers) of the first and
     /// last reading in the batch.
     pub span: (u64, u64),
@@ -58,6 +61,7 @@ pub struct Stream {
     sources: Vec<String>,
     chain: Vec<Supervisor>,
     detectors: Option<DetectorSet>,
+    record_scores: bool,
     pending: Vec<Reading>,
     pending_since: Option<Instant>,
     span: (u64, u64),
@@ -105,6 +109,7 @@ impl Stream {
             sources: config.sources.clone(),
             chain,
             detectors,
+            record_scores: false,
             pending: Vec::with_capacity(batch_size),
             pending_since: None,
             span: (0, 0),
@@ -151,15 +156,25 @@ impl Stream {
             }
             data = step.outputs;
         }
-        let events = match &mut self.detectors {
-            Some(set) => data.iter().flat_map(|r| set.observe(r)).collect(),
-            None => Vec::new(),
-        };
+        let mut events = Vec::new();
+        let mut scores = Vec::new();
+        if let Some(set) = &mut self.detectors {
+            for r in &data {
+                if self.record_scores {
+                    let mut s = Vec::new();
+                    set.observe_into(r, &mut events, Some(&mut s));
+                    scores.push(s);
+                } else {
+                    set.observe_into(r, &mut events, None);
+                }
+            }
+        }
         BatchResult {
             stream: &self.name,
             outputs: data,
             errors,
             events,
+            scores,
             span,
         }
     }
@@ -189,6 +204,13 @@ impl Pipeline {
     /// The streams, in name order.
     pub fn streams(&self) -> &[Stream] {
         &self.streams
+    }
+
+    /// Record every detector verdict per output (`replay` prints them).
+    pub fn record_scores(&mut self, on: bool) {
+        for s in &mut self.streams {
+            s.record_scores = on;
+        }
     }
 
     /// The streams, mutably (detector state restore and snapshots).

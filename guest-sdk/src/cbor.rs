@@ -11,6 +11,24 @@
 //! any integer or float width, tags (ignored). Writing is deterministic:
 //! definite lengths, shortest integer heads, every float as float64 (`0xfb`),
 //! like the host's own encoder (ABI.md §5).
+//!
+//! # Cost
+//!
+//! Batches are decoded and encoded on every call, so this is the SDK's hot
+//! path, and it is shaped for wasmi's fuel metering: wasmi charges, on
+//! entering a function or a loop iteration, for *every* instruction of that
+//! body outside nested loops, whichever branches run. So the per-reading and
+//! per-field code is a few small functions whose code is nearly all on the
+//! path taken, with error formatting and rare cases moved into separate
+//! (`#[cold]`, never inlined) functions:
+//!
+//! * [`Reader::batch_items`] first tries [`Reader::reading_fast`], which
+//!   accepts exactly the host's canonical encoding of a reading (ABI.md §5:
+//!   a definite map with the keys `sensor, ts, fields[, kind][, tags]` in
+//!   that order, definite-length text, float64 field values) and otherwise
+//!   leaves the input untouched, so that the general decoder ([`Reader::reading`])
+//!   decodes that reading instead, with its error messages;
+//! * the [`Writer`] writes 1-byte heads inline and longer ones out of line.
 
 use alloc::borrow::Cow;
 use alloc::format;
@@ -87,8 +105,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(always)]
     fn err<T>(&self, msg: impl core::fmt::Display) -> DecodeResult<T> {
-        Err(format!("at byte {}: {msg}", self.pos))
+        Err(self.message(format_args!("{msg}")))
+    }
+
+    /// The error message for `msg` at the current position (out of line and
+    /// not generic: error paths cost neither fuel nor code size per caller).
+    #[cold]
+    #[inline(never)]
+    fn message(&self, msg: core::fmt::Arguments<'_>) -> String {
+        format!("at byte {}: {msg}", self.pos)
+    }
+
+    #[inline(always)]
+    fn eof<T>(&self) -> DecodeResult<T> {
+        Err(self.message(format_args!("unexpected end of input")))
+    }
+
+    #[inline(always)]
+    fn invalid_initial_byte<T>(&self, ib: u8) -> DecodeResult<T> {
+        Err(self.message(format_args!("invalid initial byte 0x{ib:02x}")))
     }
 
     fn take(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
@@ -97,7 +134,7 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(bytes)
             }
-            None => self.err("unexpected end of input"),
+            None => self.eof(),
         }
     }
 
@@ -122,7 +159,7 @@ impl<'a> Reader<'a> {
                 31 if matches!(major, 2..=5 | 7) => None,
                 _ => {
                     self.pos = start;
-                    return self.err(format_args!("invalid initial byte 0x{ib:02x}"));
+                    return self.invalid_initial_byte(ib);
                 }
             };
             return Ok(match (major, arg) {
@@ -149,8 +186,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(always)]
     fn unexpected<T>(&self, expected: &str, found: Head) -> DecodeResult<T> {
-        self.err(format_args!("expected {expected}, found {}", found.what()))
+        Err(self.unexpected_message(expected, found))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unexpected_message(&self, expected: &str, found: Head) -> String {
+        self.message(format_args!("expected {expected}, found {}", found.what()))
     }
 
     /// Whether another item of a container with `len` (`None`: indefinite)
@@ -164,7 +208,7 @@ impl<'a> Reader<'a> {
                     Ok(false)
                 }
                 Some(_) => Ok(true),
-                None => self.err("unexpected end of input"),
+                None => self.eof(),
             },
         }
     }
@@ -399,7 +443,7 @@ impl<'a> Reader<'a> {
                 "sensor" => sensor = Some(r.text().map_err(ctx)?.into_owned()),
                 "ts" => ts = Some(r.i64().map_err(ctx)?),
                 "fields" => {
-                    let mut out = Vec::new();
+                    let mut out = Vec::with_capacity(r.map_len_hint());
                     r.map(|r, name| {
                         let v = r.f64().map_err(|e| format!("`{name}`: {e}"))?;
                         out.push((name.into_owned(), v));
@@ -431,12 +475,130 @@ impl<'a> Reader<'a> {
 
     /// An array of readings.
     pub(crate) fn batch_items(&mut self) -> DecodeResult<Vec<Reading>> {
+        let Some(n) = self.definite_array_head() else {
+            // indefinite length, or not an array
+            return self.batch_items_general();
+        };
+        self.enter()?;
+        // Every reading takes at least 21 bytes (`sensor`, `ts` and
+        // `fields` keys and values), so this bounds the capacity by the input.
+        let fit = (self.buf.len() - self.pos) / 21;
+        let mut out = Vec::with_capacity(n.min(fit as u64) as usize);
+        for i in 0..n {
+            if !self.reading_fast(&mut out) {
+                self.push_reading(i, &mut out)?;
+            }
+        }
+        self.depth -= 1;
+        Ok(out)
+    }
+
+    /// [`batch_items`](Self::batch_items) without the fast path.
+    #[cold]
+    #[inline(never)]
+    fn batch_items_general(&mut self) -> DecodeResult<Vec<Reading>> {
         let mut out = Vec::new();
         self.array(|r, i| {
-            out.push(r.reading().map_err(|e| format!("reading {i}: {e}"))?);
+            out.push(r.reading_or_error(i)?);
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// Reading `i` of a batch through the general decoder, its errors
+    /// prefixed with `reading {i}: `.
+    fn reading_or_error(&mut self, i: u64) -> DecodeResult<Reading> {
+        self.reading().map_err(|e| format!("reading {i}: {e}"))
+    }
+
+    /// [`reading_or_error`](Self::reading_or_error), appended to `out`.
+    #[cold]
+    #[inline(never)]
+    fn push_reading(&mut self, i: u64, out: &mut Vec<Reading>) -> DecodeResult<()> {
+        out.push(self.reading_or_error(i)?);
+        Ok(())
+    }
+
+    /// If the next item is an array of definite length, consume its head and
+    /// return the length; else consume nothing.
+    fn definite_array_head(&mut self) -> Option<u64> {
+        let ib = *self.buf.get(self.pos)?;
+        if ib >> 5 != 4 {
+            return None;
+        }
+        let (n, next) = arg_at(self.buf, self.pos)?;
+        self.pos = next;
+        Some(n)
+    }
+
+    /// For a map whose head comes next: a capacity for its entries that the
+    /// input can hold (each entry takes at least 2 bytes); 0 if unknown.
+    fn map_len_hint(&self) -> usize {
+        match arg_at(self.buf, self.pos) {
+            Some((n, next)) if self.buf[self.pos] >> 5 == 5 => {
+                n.min(((self.buf.len() - next) / 2) as u64) as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// Append one reading in exactly the host's canonical encoding (see the
+    /// module documentation) to `out`; or return `false` with nothing
+    /// consumed, and then the general decoder ([`reading`](Self::reading))
+    /// takes over, which accepts every reading this accepts, with the same
+    /// result.
+    #[inline(never)]
+    pub(crate) fn reading_fast(&mut self, out: &mut Vec<Reading>) -> bool {
+        match self.canonical_reading() {
+            Some(r) => {
+                out.push(r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    fn canonical_reading(&mut self) -> Option<Reading> {
+        let s = self.buf;
+        let i = self.pos;
+        // a map of 3, 4 or 5 keys, the first "sensor"
+        let extra = s.get(i)?.wrapping_sub(0xa3);
+        if extra > 2 || !s.get(i + 1..)?.starts_with(b"\x66sensor") {
+            return None;
+        }
+        let (sensor, i) = text_at(s, i + 8)?;
+        if !s.get(i..)?.starts_with(b"\x62ts") {
+            return None;
+        }
+        let (ts, i) = int_at(s, i + 3)?;
+        if !s.get(i..)?.starts_with(b"\x66fields") {
+            return None;
+        }
+        let (n, mut i) = map_head_at(s, i + 7)?;
+        // every entry takes at least 10 bytes (key head, 0xfb, 8 bytes)
+        if n > ((s.len() - i) / 10) as u64 {
+            return None;
+        }
+        let mut fields = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let (name, j) = text_at(s, i)?;
+            let (v, j) = f64_at(s, j)?;
+            fields.push((name, v));
+            i = j;
+        }
+        let mut r = Reading {
+            sensor,
+            ts,
+            fields,
+            kind: None,
+            tags: Vec::new(),
+        };
+        if extra > 0 {
+            i = kind_tags_at(s, i, extra, &mut r)?;
+        }
+        self.pos = i;
+        Some(r)
     }
 
     /// A complete batch (the argument of `process`): an array of readings
@@ -446,6 +608,149 @@ impl<'a> Reader<'a> {
         self.end()?;
         Ok(out)
     }
+}
+
+/// The argument of the head at `i` when it is given (not indefinite): the
+/// value and the index after the head. `None` for anything else, or when
+/// the input ends.
+#[inline]
+fn arg_at(s: &[u8], i: usize) -> Option<(u64, usize)> {
+    let info = s.get(i)? & 0x1f;
+    if info < 24 {
+        return Some((u64::from(info), i + 1));
+    }
+    arg_long_at(s, i + 1, info)
+}
+
+/// The 1, 2, 4 or 8-byte big-endian argument at `i` of a head whose
+/// additional information is `info`, and the index after it.
+#[inline(never)]
+fn arg_long_at(s: &[u8], i: usize, info: u8) -> Option<(u64, usize)> {
+    let rest = s.get(i..)?;
+    Some(match info {
+        24 => (u64::from(*rest.first()?), i + 1),
+        25 => (u64::from(u16::from_be_bytes(*rest.first_chunk()?)), i + 2),
+        26 => (u64::from(u32::from_be_bytes(*rest.first_chunk()?)), i + 4),
+        27 => (u64::from_be_bytes(*rest.first_chunk()?), i + 8),
+        _ => return None,
+    })
+}
+
+/// The length of the definite map whose head is at `i`, and the index after
+/// the head.
+#[inline]
+fn map_head_at(s: &[u8], i: usize) -> Option<(u64, usize)> {
+    if s.get(i)? >> 5 != 5 {
+        return None;
+    }
+    arg_at(s, i)
+}
+
+/// An integer (major type 0 or 1) in the `i64` range at `i`, and the index
+/// after it.
+#[inline]
+fn int_at(s: &[u8], i: usize) -> Option<(i64, usize)> {
+    // inline: a positive 8-byte argument (every `ts` after 1970-02-19)
+    if let Some((&0x1b, rest)) = s.get(i..)?.split_first() {
+        let n = i64::try_from(u64::from_be_bytes(*rest.first_chunk()?)).ok()?;
+        return Some((n, i + 9));
+    }
+    int_at_any(s, i)
+}
+
+#[inline(never)]
+fn int_at_any(s: &[u8], i: usize) -> Option<(i64, usize)> {
+    let major = s.get(i)? >> 5;
+    if major > 1 {
+        return None;
+    }
+    let (n, next) = arg_at(s, i)?;
+    let n = i64::try_from(n).ok()?;
+    // major 1 is -1 - n, i.e. !n
+    Some((if major == 1 { !n } else { n }, next))
+}
+
+/// A float64 (`0xfb`) at `i`, and the index after it.
+#[inline]
+fn f64_at(s: &[u8], i: usize) -> Option<(f64, usize)> {
+    let b: &[u8; 9] = s.get(i..)?.first_chunk()?;
+    if b[0] != 0xfb {
+        return None;
+    }
+    let mut be = [0u8; 8];
+    be.copy_from_slice(&b[1..]);
+    Some((f64::from_bits(u64::from_be_bytes(be)), i + 9))
+}
+
+/// A definite-length text string at `i` that is valid UTF-8, copied, and
+/// the index after it.
+#[inline(never)]
+fn text_at(s: &[u8], i: usize) -> Option<(String, usize)> {
+    let head = *s.get(i)?;
+    let (len, start) = match head.wrapping_sub(0x60) {
+        n @ 0..24 => (usize::from(n), i + 1),
+        24..28 => {
+            let (len, start) = arg_long_at(s, i + 1, head & 0x1f)?;
+            (usize::try_from(len).ok()?, start)
+        }
+        _ => return None,
+    };
+    let bytes = s.get(start..)?.get(..len)?;
+    // Up to 8 bytes: one (masked) word of the input, if it has 8 from here.
+    let short = match s[start..].first_chunk::<8>() {
+        Some(w) if len <= 8 => {
+            let mask = u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0);
+            Some(u64::from_le_bytes(*w) & mask & 0x8080_8080_8080_8080 == 0)
+        }
+        _ => None,
+    };
+    if !short.unwrap_or_else(|| bytes.is_ascii()) && !is_utf8(bytes) {
+        return None;
+    }
+    // SAFETY: checked just above (ASCII is UTF-8).
+    let text = unsafe { core::str::from_utf8_unchecked(bytes) };
+    Some((String::from(text), start + len))
+}
+
+/// Whether non-ASCII text is valid UTF-8, out of line.
+#[cold]
+#[inline(never)]
+fn is_utf8(bytes: &[u8]) -> bool {
+    core::str::from_utf8(bytes).is_ok()
+}
+
+/// The optional `kind` and `tags` of a canonical reading ([`Reader::reading_fast`]):
+/// `extra` (1 or 2) more keys at `i`. Returns the index after them.
+#[inline(never)]
+fn kind_tags_at(s: &[u8], mut i: usize, mut extra: u8, r: &mut Reading) -> Option<usize> {
+    if s.get(i..)?.starts_with(b"\x64kind") {
+        let (kind, j) = text_at(s, i + 5)?;
+        r.kind = Some(kind);
+        i = j;
+        extra -= 1;
+    }
+    if extra == 1 {
+        if !s.get(i..)?.starts_with(b"\x64tags") {
+            return None;
+        }
+        let (n, mut j) = map_head_at(s, i + 5)?;
+        // every entry takes at least 2 bytes
+        if n > ((s.len() - j) / 2) as u64 {
+            return None;
+        }
+        r.tags.reserve_exact(n as usize);
+        for _ in 0..n {
+            let (name, k) = text_at(s, j)?;
+            let (value, k) = text_at(s, k)?;
+            r.tags.push((name, value));
+            j = k;
+        }
+        return Some(j);
+    }
+    if extra != 0 {
+        return None;
+    }
+    Some(i)
 }
 
 /// Decode one complete data item.
@@ -460,24 +765,44 @@ pub(crate) fn decode_value(bytes: &[u8]) -> DecodeResult<Value> {
 pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl Writer<'_> {
-    fn head(&mut self, major: u8, n: u64) {
-        let m = major << 5;
-        match n {
-            0..=23 => self.0.push(m | n as u8),
-            24..=0xff => self.0.extend_from_slice(&[m | 24, n as u8]),
-            0x100..=0xffff => {
-                self.0.push(m | 25);
-                self.0.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            0x1_0000..=0xffff_ffff => {
-                self.0.push(m | 26);
-                self.0.extend_from_slice(&(n as u32).to_be_bytes());
-            }
-            _ => {
-                self.0.push(m | 27);
-                self.0.extend_from_slice(&n.to_be_bytes());
-            }
+    /// `extend_from_slice`, inlined (which `Vec`'s is not, at `opt-level = "s"`).
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let (v, n) = (&mut *self.0, bytes.len());
+        if v.capacity() - v.len() < n {
+            v.reserve(n);
         }
+        // SAFETY: there are `n` bytes of spare capacity; `bytes` cannot point
+        // into `v`, which is borrowed mutably here.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().add(v.len()), n);
+            v.set_len(v.len() + n);
+        }
+    }
+
+    /// A head in shortest form: 1-byte heads inline, the rest out of line.
+    #[inline(always)]
+    fn head(&mut self, major: u8, n: u64) {
+        if n < 24 {
+            self.0.push(major << 5 | n as u8);
+        } else {
+            self.head_long(major, n);
+        }
+    }
+
+    /// A head with a 1, 2, 4 or 8-byte argument (`n >= 24`).
+    #[inline(never)]
+    fn head_long(&mut self, major: u8, n: u64) {
+        let (info, len) = match n {
+            0..=0xff => (24, 1),
+            0x100..=0xffff => (25, 2),
+            0x1_0000..=0xffff_ffff => (26, 4),
+            _ => (27, 8),
+        };
+        let mut b = [0u8; 9];
+        b[1..].copy_from_slice(&n.to_be_bytes());
+        b[8 - len] = major << 5 | info;
+        self.put(&b[8 - len..]);
     }
 
     pub(crate) fn array(&mut self, len: usize) {
@@ -490,7 +815,23 @@ impl Writer<'_> {
 
     pub(crate) fn text(&mut self, s: &str) {
         self.head(3, s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
+        self.put(s.as_bytes());
+    }
+
+    /// An `i64` (what a reading's `ts` is).
+    #[inline(always)]
+    fn i64(&mut self, i: i64) {
+        if i > 0xffff_ffff {
+            // inline: 8 argument bytes (every `ts` after 1970-02-19)
+            let mut b = [0x1b; 9];
+            b[1..].copy_from_slice(&i.to_be_bytes());
+            self.put(&b);
+            return;
+        }
+        // -1 - i == !i: major 1 with argument !i for negative numbers
+        let negative = i < 0;
+        let n = if negative { !i } else { i } as u64;
+        self.head(u8::from(negative), n);
     }
 
     pub(crate) fn int(&mut self, i: i128) {
@@ -502,8 +843,9 @@ impl Writer<'_> {
     }
 
     pub(crate) fn f64(&mut self, x: f64) {
-        self.0.push(0xfb);
-        self.0.extend_from_slice(&x.to_bits().to_be_bytes());
+        let mut b = [0xfb; 9];
+        b[1..].copy_from_slice(&x.to_bits().to_be_bytes());
+        self.put(&b);
     }
 
     pub(crate) fn value(&mut self, v: &Value) {
@@ -536,24 +878,33 @@ impl Writer<'_> {
     }
 
     /// One reading: keys in schema order, `kind`/`tags` only when set.
+    #[inline(never)]
     pub(crate) fn reading(&mut self, r: &Reading) {
-        self.map(3 + usize::from(r.kind.is_some()) + usize::from(!r.tags.is_empty()));
-        self.text("sensor");
+        let extra = u8::from(r.kind.is_some()) + u8::from(!r.tags.is_empty());
+        self.0.push(0xa3 + extra); // a map of 3 to 5 keys
+        self.put(b"\x66sensor");
         self.text(&r.sensor);
-        self.text("ts");
-        self.int(i128::from(r.ts));
-        self.text("fields");
+        self.put(b"\x62ts");
+        self.i64(r.ts);
+        self.put(b"\x66fields");
         self.map(r.fields.len());
         for (name, v) in &r.fields {
             self.text(name);
             self.f64(*v);
         }
+        if extra != 0 {
+            self.kind_tags(r);
+        }
+    }
+
+    #[inline(never)]
+    fn kind_tags(&mut self, r: &Reading) {
         if let Some(kind) = &r.kind {
-            self.text("kind");
+            self.put(b"\x64kind");
             self.text(kind);
         }
         if !r.tags.is_empty() {
-            self.text("tags");
+            self.put(b"\x64tags");
             self.map(r.tags.len());
             for (name, v) in &r.tags {
                 self.text(name);
@@ -689,5 +1040,241 @@ mod tests {
         let e = Reader::new(&buf).batch().unwrap_err();
         assert!(e.starts_with("reading 0: key `ts`: at byte"), "{e}");
         assert!(e.ends_with("expected an integer, found text"), "{e}");
+    }
+
+    /// Readings covering the canonical encoding's corners: every head width
+    /// of the sensor, ts and field count, kind and tags present or not,
+    /// non-ASCII and empty text, negative and small timestamps.
+    fn corner_readings() -> Vec<Reading> {
+        let mut many = Reading::new("m", 0);
+        for i in 0..300 {
+            many.fields.push((format!("f{i}"), f64::from(i) / 3.0));
+        }
+        vec![
+            Reading::new("greenhouse/north", 1_714_543_200_000)
+                .with_field("temp", 21.5)
+                .with_field("humidity", 50.0),
+            Reading::new("", 0),
+            Reading::new("s", -1).with_field("", -0.0),
+            Reading::new("s", i64::MIN).with_field("x", f64::NAN),
+            Reading::new("s", i64::MAX).with_field("x", f64::INFINITY),
+            Reading::new("s", 23).with_field("é", 1e300),
+            Reading::new("s", 24).with_field("12345678", 1.0),
+            Reading::new("s", 255).with_field("123456789", 1.0),
+            Reading::new("s", 256).with_field("1234567", 1.0),
+            Reading::new("s", 65_536).with_field("a\u{0}b", 1.0),
+            Reading::new("s", 0xffff_ffff),
+            Reading::new("s", 0x1_0000_0000),
+            Reading::new("x".repeat(23), 1),
+            Reading::new("x".repeat(24), 1),
+            Reading::new("ü".repeat(200), 1),
+            Reading::new("x".repeat(70_000), 1),
+            Reading::new("s", 1).with_kind("alert"),
+            Reading::new("s", 1).with_kind(""),
+            Reading::new("s", 1).with_tag("level", "warning"),
+            Reading::new("s", 1)
+                .with_field("t", 2.0)
+                .with_kind("alert")
+                .with_tag("a", "1")
+                .with_tag("ß", "")
+                .with_tag("", "x".repeat(30)),
+            many,
+        ]
+    }
+
+    /// The reference encoding of a reading, through the generic `Value` writer.
+    fn reference_bytes(r: &Reading) -> Vec<u8> {
+        let mut entries = vec![
+            ("sensor".to_string(), Value::Text(r.sensor.clone())),
+            ("ts".to_string(), Value::Integer(r.ts.into())),
+            (
+                "fields".to_string(),
+                Value::Map(
+                    r.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::Float(*v)))
+                        .collect(),
+                ),
+            ),
+        ];
+        if let Some(kind) = &r.kind {
+            entries.push(("kind".to_string(), Value::Text(kind.clone())));
+        }
+        if !r.tags.is_empty() {
+            let tags = r
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::Text(v.clone())));
+            entries.push(("tags".to_string(), Value::Map(tags.collect())));
+        }
+        let mut out = Vec::new();
+        Writer(&mut out).entries(&entries);
+        out
+    }
+
+    /// Same readings, compared bit for bit (NaN != NaN for `PartialEq`).
+    fn same(a: &[Reading], b: &[Reading]) -> bool {
+        let bits = |r: &Reading| {
+            let fields: Vec<_> = r
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_bits()))
+                .collect();
+            (
+                r.sensor.clone(),
+                r.ts,
+                fields,
+                r.kind.clone(),
+                r.tags.clone(),
+            )
+        };
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(x) == bits(y))
+    }
+
+    #[test]
+    fn canonical_readings_take_the_fast_path() {
+        for r in corner_readings() {
+            let mut buf = Vec::new();
+            Writer(&mut buf).reading(&r);
+            assert_eq!(buf, reference_bytes(&r), "writer: {:?}", r.sensor);
+            let mut out = Vec::new();
+            let mut reader = Reader::new(&buf);
+            assert!(reader.reading_fast(&mut out), "not taken: {:?}", r.sensor);
+            assert_eq!(reader.pos, buf.len());
+            assert!(same(&out, core::slice::from_ref(&r)));
+            let general = Reader::new(&buf).reading().unwrap();
+            assert!(same(&out, &[general]));
+        }
+    }
+
+    #[test]
+    fn other_encodings_fall_back_to_the_general_decoder() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        let mut w = |f: &dyn Fn(&mut Writer)| {
+            let mut buf = Vec::new();
+            f(&mut Writer(&mut buf));
+            cases.push(buf);
+        };
+        // keys out of order
+        w(&|w| {
+            w.map(3);
+            w.text("ts");
+            w.int(1);
+            w.text("sensor");
+            w.text("s");
+            w.text("fields");
+            w.map(0);
+        });
+        // an integer field value; a float32 one
+        w(&|w| {
+            w.map(3);
+            w.text("sensor");
+            w.text("s");
+            w.text("ts");
+            w.int(1);
+            w.text("fields");
+            w.map(2);
+            w.text("a");
+            w.int(-3);
+            w.text("b");
+            w.0.extend_from_slice(&[0xfa, 0x3f, 0xc0, 0, 0]);
+        });
+        // tags before kind; an unknown key
+        w(&|w| {
+            w.map(5);
+            w.text("sensor");
+            w.text("s");
+            w.text("ts");
+            w.int(1);
+            w.text("fields");
+            w.map(0);
+            w.text("tags");
+            w.map(1);
+            w.text("a");
+            w.text("b");
+            w.text("kind");
+            w.text("k");
+        });
+        w(&|w| {
+            w.map(4);
+            w.text("sensor");
+            w.text("s");
+            w.text("ts");
+            w.int(1);
+            w.text("fields");
+            w.map(0);
+            w.text("unit");
+            w.text("C");
+        });
+        // indefinite-length text and map; a tagged timestamp
+        w(&|w| {
+            w.map(3);
+            w.text("sensor");
+            w.0.extend_from_slice(&[0x7f, 0x61, b'a', 0x61, b'b', 0xff]);
+            w.text("ts");
+            w.0.extend_from_slice(&[0xc1, 0x01]);
+            w.text("fields");
+            w.0.extend_from_slice(&[0xbf, 0x61, b'x', 0x01, 0xff]);
+        });
+        for buf in cases {
+            let mut out = Vec::new();
+            let mut reader = Reader::new(&buf);
+            assert!(!reader.reading_fast(&mut out), "{buf:02x?}");
+            assert_eq!((reader.pos, out.len()), (0, 0));
+            let mut batch = vec![0x81];
+            batch.extend_from_slice(&buf);
+            let decoded = Reader::new(&batch).batch().unwrap();
+            let general = Reader::new(&buf).reading().unwrap();
+            assert!(same(&decoded, &[general]));
+        }
+    }
+
+    /// Every corruption of a canonical batch decodes to the same readings,
+    /// or fails with the same message, with and without the fast path.
+    #[test]
+    fn fast_path_agrees_with_the_general_decoder() {
+        // the small ones, so that the corruptions hit every part of them
+        let mut batch = corner_readings();
+        batch.retain(|r| r.sensor.len() < 100 && r.fields.len() < 10);
+        let mut canonical = Vec::new();
+        Writer(&mut canonical).batch(&batch);
+        let check = |bytes: &[u8]| {
+            let fast = Reader::new(bytes).batch();
+            let mut general = Reader::new(bytes);
+            let general = general
+                .batch_items_general()
+                .and_then(|items| general.end().map(|()| items));
+            match (&fast, &general) {
+                (Ok(a), Ok(b)) => assert!(same(a, b), "{bytes:02x?}"),
+                (a, b) => assert_eq!(a, b, "{bytes:02x?}"),
+            }
+        };
+        check(&canonical);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = canonical.clone();
+            for _ in 0..1 + next() % 3 {
+                let r = next();
+                let i = (r >> 16) as usize % bytes.len();
+                match r % 4 {
+                    0 => bytes[i] = (r >> 8) as u8,
+                    1 => bytes[i] ^= 1 << ((r >> 8) % 8),
+                    2 => bytes.truncate(i),
+                    _ => {
+                        bytes.remove(i);
+                    }
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            check(&bytes);
+        }
     }
 }

@@ -76,8 +76,9 @@
 //! | [`prelude`] | `use wasmgate_sdk::prelude::*;` for all of the above plus `Vec`, `String`, `format!`, `vec!` |
 //! | `testing` | (not on wasm32) the emulated host for native unit tests |
 //!
-//! Features (default on, effective on wasm32 only): `allocator` installs
-//! dlmalloc as the global allocator, `panic-handler` a panic handler that logs
+//! Features (default on, effective on wasm32 only): `allocator` installs the
+//! global allocator (size-class free lists for small blocks in front of
+//! dlmalloc), `panic-handler` a panic handler that logs
 //! the message at error level through the host and traps. Turn them off with
 //! `default-features = false` to bring your own (or to link `std`).
 //!
@@ -103,9 +104,9 @@
 //!   of becoming a host-side ABI violation.
 //! * **CBOR.** Inputs accept any valid encoding of the schema (the host sends
 //!   float64 values; integers and other float widths are accepted too) and
-//!   ignore unknown keys. Outputs are written with definite lengths, shortest
-//!   integers and the shortest float width that is exact (half, single or
-//!   double; the host accepts any), map keys in schema order
+//!   ignore unknown keys. Outputs are written like the host writes its
+//!   inputs: definite lengths, shortest integers, field values as float64,
+//!   map keys in schema order
 //!   (`sensor, ts, fields, kind, tags`, `kind`/`tags` omitted when empty),
 //!   fields and tags in `Vec` order.
 //! * **Imports.** Only functions of module `wasmgate`, and only those the
@@ -130,6 +131,8 @@ mod global;
 pub mod host;
 mod reading;
 mod rt;
+#[cfg(any(test, all(target_arch = "wasm32", feature = "allocator")))]
+mod sizeclass;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 #[cfg(target_arch = "wasm32")]

@@ -143,7 +143,23 @@ impl Reading {
 
     /// Check what the host checks on an output reading (ABI.md §5): finite
     /// field values and the size caps. `index` names the output in the message.
+    #[inline]
     pub(crate) fn check_output(&self, index: usize) -> crate::Result<()> {
+        let ok = self.sensor.len() <= 256
+            && self.fields.len() <= 256
+            && self.fields.iter().all(|(_, v)| v.is_finite())
+            && self.kind.as_ref().is_none_or(|k| k.len() <= 64)
+            && self.tags.len() <= 32;
+        match ok {
+            true => Ok(()),
+            false => self.output_error(index),
+        }
+    }
+
+    /// The error [`check_output`](Self::check_output) reports.
+    #[cold]
+    #[inline(never)]
+    fn output_error(&self, index: usize) -> crate::Result<()> {
         use alloc::format;
         let bad = |msg: String| {
             Err(crate::Error::output(format!(

@@ -1,11 +1,15 @@
 //! wasm32-only glue: the global allocator and the panic handler (each behind
 //! a default feature, so a crate can bring its own).
 
-/// `allocator` feature: dlmalloc over `memory.grow`, as Rust's std uses on
-/// wasm32. Single-threaded, so its lock is a no-op.
+/// `allocator` feature: small blocks from size-class free lists, larger ones
+/// from dlmalloc (over `memory.grow`, as Rust's std uses on wasm32); see
+/// [`crate::sizeclass`].
 #[cfg(feature = "allocator")]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: crate::sizeclass::SizeClass<dlmalloc::GlobalDlmalloc> =
+    // SAFETY: wasm32 without atomics is single-threaded (see `global.rs`),
+    // and dlmalloc serves any layout.
+    unsafe { crate::sizeclass::SizeClass::new(dlmalloc::GlobalDlmalloc) };
 
 /// `panic-handler` feature: log the panic message at error level through the
 /// host, then trap. The host discards the instance and re-instantiates the

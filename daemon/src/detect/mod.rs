@@ -145,7 +145,7 @@ pub use holt_winters::{HoltWinters, HoltWintersConfig};
 pub use mad::{Mad, MadConfig};
 pub use range::{Range, RangeConfig};
 pub use rate::{Rate, RateConfig};
-pub use set::{AnomalyEvent, DetectorSet, DetectorSetConfig, DetectorSpec, SeriesKey};
+pub use set::{AnomalyEvent, DetectorSet, DetectorSetConfig, DetectorSpec, FieldScore, SeriesKey};
 
 /// The verdict on one observed value.
 #[derive(Debug, Clone, Copy, PartialEq)]

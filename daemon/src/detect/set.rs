@@ -32,7 +32,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DetectError, Detector, DetectorConfig};
+use super::{DetectError, Detector, DetectorConfig, Verdict};
 use crate::reading::Reading;
 
 /// Default of [`DetectorSetConfig::max_series`].
@@ -171,6 +171,19 @@ pub struct AnomalyEvent {
     pub kind: String,
     /// The reading's timestamp, ms since the Unix epoch.
     pub ts: i64,
+}
+
+/// One detector's verdict on one field of one reading (`replay` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldScore {
+    /// The field scored.
+    pub field: String,
+    /// The detector's name.
+    pub detector: String,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// Whether the score reached the detector's `flag_at`.
+    pub flag: bool,
 }
 
 /// The parts of a persistence key (see the [module docs](self)).
@@ -392,8 +405,21 @@ impl DetectorSet {
     /// the series exist, except for the returned events.
     pub fn observe(&mut self, reading: &Reading) -> Vec<AnomalyEvent> {
         let mut events = Vec::new();
+        self.observe_into(reading, &mut events, None);
+        events
+    }
+
+    /// Like [`DetectorSet::observe`], appending the events to `events` and,
+    /// when `scores` is given, every verdict (flagged or not) to it —
+    /// `replay` prints them per output line.
+    pub fn observe_into(
+        &mut self,
+        reading: &Reading,
+        events: &mut Vec<AnomalyEvent>,
+        mut scores: Option<&mut Vec<FieldScore>>,
+    ) {
         if reading.kind.is_some() && !self.include_derived {
-            return events;
+            return;
         }
         let sensor = reading.sensor.as_str();
         for (field, value) in &reading.fields {
@@ -419,9 +445,15 @@ impl DetectorSet {
                     }
                     missing &= !bit;
                     let verdict = self.slots.observe(slot, reading.ts, value);
-                    if let Some(v) = verdict.filter(|v| v.flagged) {
-                        events.push(self.event(d, reading, field, value, v.score));
-                    }
+                    self.record(
+                        d,
+                        reading,
+                        field,
+                        value,
+                        verdict,
+                        events,
+                        scores.as_deref_mut(),
+                    );
                 }
             }
             // Series seen for the first time (the only allocating path).
@@ -432,12 +464,47 @@ impl DetectorSet {
                     continue;
                 };
                 let verdict = self.slots.observe(slot, reading.ts, value);
-                if let Some(v) = verdict.filter(|v| v.flagged) {
-                    events.push(self.event(d, reading, field, value, v.score));
-                }
+                self.record(
+                    d,
+                    reading,
+                    field,
+                    value,
+                    verdict,
+                    events,
+                    scores.as_deref_mut(),
+                );
             }
         }
-        events
+    }
+
+    /// Turn one verdict into an event (when flagged) and a score entry.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        d: u16,
+        reading: &Reading,
+        field: &str,
+        value: f64,
+        verdict: Option<Verdict>,
+        events: &mut Vec<AnomalyEvent>,
+        scores: Option<&mut Vec<FieldScore>>,
+    ) {
+        let Some(v) = verdict else { return };
+        if let Some(scores) = scores {
+            scores.push(FieldScore {
+                field: field.to_owned(),
+                detector: self
+                    .detectors
+                    .get(usize::from(d))
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                score: v.score,
+                flag: v.flagged,
+            });
+        }
+        if v.flagged {
+            events.push(self.event(d, reading, field, value, v.score));
+        }
     }
 
     fn event(

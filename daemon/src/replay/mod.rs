@@ -53,6 +53,8 @@ pub struct ReplaySummary {
     pub unrouted: u64,
     /// Output lines written.
     pub outputs_out: u64,
+    /// Values the detectors flagged.
+    pub anomalies: u64,
     /// Module failures by [`ErrorKind::index`].
     pub errors: [u64; 6],
     /// Wall time.
@@ -83,6 +85,9 @@ impl ReplaySummary {
             secs,
             rate
         );
+        if self.anomalies > 0 {
+            s.push_str(&format!("\n  {} anomalies flagged", self.anomalies));
+        }
         if self.unrouted > 0 {
             s.push_str(&format!("\n  {} readings matched no stream", self.unrouted));
         }
@@ -209,6 +214,7 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
     };
     let mut reader = input::InputReader::open(&opts.input, opts.format)?;
     let mut pipeline = Pipeline::build(&config, runtime, state, Clock::Replay)?;
+    pipeline.record_scores(true);
     let out_name = opts
         .output
         .as_ref()
@@ -242,9 +248,13 @@ fn run_inner(opts: &ReplayOptions, summary: &mut ReplaySummary) -> Result<(), Re
                 });
             }
         }
-        for r in &result.outputs {
-            writer.write(result.stream, r).map_err(out_err)?;
+        for (i, r) in result.outputs.iter().enumerate() {
+            let scores = result.scores.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            writer
+                .write_scored(result.stream, r, scores)
+                .map_err(out_err)?;
         }
+        summary.anomalies += result.events.len() as u64;
         summary.outputs_out += result.outputs.len() as u64;
         Ok(())
     };

@@ -41,8 +41,41 @@ impl<W: Write> JsonlWriter<W> {
 
     /// Write `reading`, output of stream `stream`, as one line.
     pub fn write(&mut self, stream: &str, reading: &Reading) -> io::Result<()> {
+        self.write_scored(stream, reading, &[])
+    }
+
+    /// Write `reading` with the detectors' verdicts on its fields (a
+    /// `"scores"` array, omitted when empty).
+    pub fn write_scored(
+        &mut self,
+        stream: &str,
+        reading: &Reading,
+        scores: &[crate::detect::FieldScore],
+    ) -> io::Result<()> {
         self.line.clear();
         format_line(&mut self.line, stream, reading)?;
+        if !scores.is_empty() {
+            // Reopen the object: drop "}\n", append the scores, close again.
+            self.line.truncate(self.line.len() - 2);
+            let mut f = CompactFormatter;
+            self.line.extend_from_slice(b",\"scores\":[");
+            for (i, sc) in scores.iter().enumerate() {
+                if i > 0 {
+                    self.line.push(b',');
+                }
+                self.line.extend_from_slice(b"{\"field\":");
+                write_str(&mut self.line, &sc.field);
+                self.line.extend_from_slice(b",\"detector\":");
+                write_str(&mut self.line, &sc.detector);
+                self.line.extend_from_slice(b",\"score\":");
+                f.write_f64(&mut self.line, sc.score)?;
+                self.line.extend_from_slice(b",\"flag\":");
+                self.line
+                    .extend_from_slice(if sc.flag { b"true" } else { b"false" });
+                self.line.push(b'}');
+            }
+            self.line.extend_from_slice(b"]}\n");
+        }
         self.out.write_all(&self.line)?;
         self.lines += 1;
         Ok(())
