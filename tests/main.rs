@@ -14,6 +14,7 @@ mod limits;
 mod quarantine;
 mod replay;
 mod run_mqtt;
+mod run_serial;
 mod runtime_basics;
 mod state;
 mod traps;

@@ -100,11 +100,7 @@ pub async fn run(
         path: config.storage.path.display().to_string(),
         source,
     };
-    let db = sled::Config::new()
-        .path(&config.storage.path)
-        .cache_capacity(config.storage.cache_bytes)
-        .flush_every_ms(Some(500))
-        .open()
+    let db = crate::state::open_db(&config.storage.path, config.storage.cache_bytes)
         .map_err(storage_err)?;
     let detector_tree = db.open_tree("detectors").map_err(storage_err)?;
     let runtime = Arc::new(Runtime::new(config.runtime.clone())?);

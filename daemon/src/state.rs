@@ -80,6 +80,32 @@ impl StateStore for MemoryState {
     }
 }
 
+/// Open the sled database in `dir`: an explicit page cache (sled's default
+/// is 1 GiB) and a 500 ms flush interval.
+///
+/// A handle dropped a moment ago may still hold the directory lock while
+/// sled's flusher thread winds down; opening retries for up to two seconds
+/// before reporting the lock as held (by another wasmgate, usually).
+pub fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let result = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open();
+        match result {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// State in a sled database: one tree per module (`state/<module>`).
 ///
 /// Writes are applied with a sled batch (atomic) and become durable at sled's
@@ -97,12 +123,9 @@ impl SledState {
 
     /// Open (or create) the database in `dir` with an explicit cache size.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StateError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
-            .open()?;
-        Ok(SledState { db })
+        Ok(SledState {
+            db: open_db(dir, cache_bytes)?,
+        })
     }
 
     /// Use an already open database (the daemon shares one with the outbox).

@@ -727,6 +727,10 @@ mod tests {
     /// Polling tick where there is no event to await.
     const TICK: Duration = Duration::from_millis(5);
 
+    /// A pseudo-terminal pair (master, slave). Its descriptors are not
+    /// close-on-exec, which is harmless here (these tests spawn no process)
+    /// but would let a child process keep the master, and so the "device",
+    /// alive after the test drops it (see `tests/run_serial.rs`).
     fn pty() -> (SerialStream, SerialStream) {
         SerialStream::pair().expect("pseudo-terminal pair")
     }
