@@ -39,6 +39,30 @@ fn broken_configs_fail_with_file_line_column() {
     assert!(err.contains("gw.toml:2:1"), "{err}");
     assert!(err.contains("unknown field `batch_sise`"), "{err}");
 
+    // A wrong type names the key and its position.
+    std::fs::write(&file, "[mqtt]\nhost = \"broker\"\nport = \"1883\"\n").unwrap();
+    let out = wasmgate(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gw.toml:3:8: mqtt.port: invalid type: string \"1883\""),
+        "{err}"
+    );
+
+    // A module that does not exist.
+    std::fs::write(
+        &file,
+        "[streams.s]\n[[streams.s.processors]]\nmodule = \"nope.wasm\"\n",
+    )
+    .unwrap();
+    let out = wasmgate(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gw.toml:3:10: streams.s.processors[0].module: module file not found"),
+        "{err}"
+    );
+
     // A module whose init rejects its config is caught too.
     std::fs::write(
         &file,

@@ -234,3 +234,148 @@ max = 100.0
         }
     }
 }
+
+/// Detector baselines survive a restart: after learning a stable signal and
+/// a clean stop, a restarted gateway flags a spike at once (without the
+/// saved state it would still be in its warm-up and stay silent), and does
+/// not flag normal values (no burst of false alarms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detector_state_survives_a_restart() {
+    let (host, port) = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = unique("gw");
+    let topic = format!("{}/probe/json", unique("in"));
+    let config = dir.path().join("wasmgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[gateway]
+id = "{gw}"
+[mqtt]
+host = "{host}"
+port = {port}
+[storage]
+path = "{state}"
+[sources.in]
+type = "mqtt"
+topics = ["{topic}"]
+sensor_segment = 1
+[streams.s]
+[[streams.s.detectors]]
+kind = "ewma"
+fields = ["v"]
+warmup = 20
+"#,
+            state = dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let (sub, mut sub_ev) = client(&unique("sub")).await;
+    sub.subscribe(format!("wasmgate/{gw}/#"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (publ, mut publ_ev) = client(&unique("pub")).await;
+    tokio::spawn(async move { while publ_ev.poll().await.is_ok() {} });
+    let out_topic = format!("wasmgate/{gw}/out/s");
+    let anomaly_topic = format!("wasmgate/{gw}/anomaly/s");
+
+    // Publish `v` and return what came back for it: (outputs, anomalies).
+    async fn feed(
+        publ: &AsyncClient,
+        ev: &mut EventLoop,
+        topic: &str,
+        out_topic: &str,
+        anomaly_topic: &str,
+        ts: i64,
+        v: f64,
+    ) -> bool {
+        let payload = format!(r#"{{"ts": {ts}, "v": {v}}}"#);
+        let mut flagged = false;
+        // Retry until the output for this ts arrives (the source subscribes
+        // shortly after the gateway announces itself).
+        for _ in 0..50 {
+            publ.publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .unwrap();
+            let got = tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    let (t, p) = next_publish(ev, 5).await;
+                    let j: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                    if t == anomaly_topic && j["ts"] == ts {
+                        flagged = true;
+                    }
+                    if t == out_topic && j["ts"] == ts {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if got.is_ok() {
+                return flagged;
+            }
+        }
+        panic!("no output for ts {ts}");
+    }
+
+    let mut g = start(&config);
+    let mut ts = 1_714_543_200_000i64;
+    for i in 0..40 {
+        let v = 20.0 + if i % 2 == 0 { 0.1 } else { -0.1 };
+        assert!(
+            !feed(
+                &publ,
+                &mut sub_ev,
+                &topic,
+                &out_topic,
+                &anomaly_topic,
+                ts,
+                v
+            )
+            .await
+        );
+        ts += 1000;
+    }
+    let out = sigterm(&mut g);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut g = start(&config);
+    // Normal values right after the restart: no false alarm.
+    for v in [20.1, 19.9] {
+        assert!(
+            !feed(
+                &publ,
+                &mut sub_ev,
+                &topic,
+                &out_topic,
+                &anomaly_topic,
+                ts,
+                v
+            )
+            .await,
+            "false alarm after restart"
+        );
+        ts += 1000;
+    }
+    // A spike: flagged at once, because the baseline was restored.
+    assert!(
+        feed(
+            &publ,
+            &mut sub_ev,
+            &topic,
+            &out_topic,
+            &anomaly_topic,
+            ts,
+            25.0
+        )
+        .await,
+        "spike flagged after restart"
+    );
+    let out = sigterm(&mut g);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("detector state restored"), "{log}");
+}
