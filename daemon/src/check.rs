@@ -101,6 +101,7 @@ mod tests {
         assert!(config.streams.is_empty());
         assert_eq!(config.mqtt, crate::settings::MqttConfig::default());
         assert_eq!(config.storage, crate::settings::StorageConfig::default());
+        assert_eq!(config.http, crate::settings::HttpConfig::default());
         assert_eq!(
             config.gateway.topic_prefix,
             crate::settings::GatewayConfig::default().topic_prefix

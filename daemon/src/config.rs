@@ -36,7 +36,7 @@ use crate::cbor;
 use crate::detect::{DetectorSetConfig, DetectorSpec};
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
-use crate::settings::{GatewayConfig, MqttConfig, SourceConfig, StorageConfig};
+use crate::settings::{GatewayConfig, HttpConfig, MqttConfig, SourceConfig, StorageConfig};
 
 /// The fully commented default configuration (`wasmgate default-config`):
 /// every key with its default value and an explanation.
@@ -54,6 +54,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Where state lives (`[storage]`).
     pub storage: StorageConfig,
+    /// The local HTTP endpoint (`[http]`; reserved).
+    pub http: HttpConfig,
     /// Limits and supervision settings for every processor (`[runtime]`).
     pub runtime: Limits,
     /// Inputs, by name (`[sources.<name>]`).
@@ -266,6 +268,7 @@ struct RawConfig {
     gateway: Option<Spanned<GatewayConfig>>,
     mqtt: Option<Spanned<MqttConfig>>,
     storage: Option<Spanned<StorageConfig>>,
+    http: Option<Spanned<HttpConfig>>,
     runtime: Option<Spanned<Limits>>,
     sources: Option<BTreeMap<String, Spanned<SourceConfig>>>,
     streams: Option<BTreeMap<String, Spanned<RawStream>>>,
@@ -353,6 +356,7 @@ impl Config {
             gateway: GatewayConfig::default(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
+            http: HttpConfig::default(),
             runtime: Limits::default(),
             sources: BTreeMap::new(),
             streams: BTreeMap::from([(REPLAY_STREAM.to_string(), stream)]),
@@ -394,6 +398,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
     let gateway = section(&cx, raw.gateway, "gateway", GatewayConfig::validate)?;
     let mqtt = section(&cx, raw.mqtt, "mqtt", MqttConfig::validate)?;
     let storage = section(&cx, raw.storage, "storage", StorageConfig::validate)?;
+    let http = section(&cx, raw.http, "http", |_| Ok(()))?;
     let mut sources = BTreeMap::new();
     for (name, src) in raw.sources.unwrap_or_default() {
         let span = src.span();
@@ -614,6 +619,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
         gateway,
         mqtt,
         storage,
+        http,
         runtime,
         sources,
         streams,

@@ -195,6 +195,24 @@ impl StorageConfig {
     }
 }
 
+/// `[http]`: the local health and metrics endpoint. Reserved: the endpoint
+/// itself arrives with the operations release; the address is validated now
+/// so configurations written today keep working.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address. Default: `127.0.0.1:9810` (loopback only).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9810)),
+        }
+    }
+}
+
 /// `[sources.<name>]`: one input, by `type`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
