@@ -190,3 +190,22 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The next MQTT publication a test client receives, as (topic, payload);
+/// panics after `secs` seconds.
+pub async fn next_publish(ev: &mut rumqttc::EventLoop, secs: u64) -> (String, Vec<u8>) {
+    use rumqttc::{Event, Packet};
+    tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    return (p.topic.clone(), p.payload.to_vec());
+                }
+                Ok(_) => {}
+                Err(e) => panic!("test client: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a publication within the deadline")
+}

@@ -54,23 +54,6 @@ async fn client(id: &str) -> (AsyncClient, EventLoop) {
     AsyncClient::new(opts, 100)
 }
 
-/// Wait for the next publication (topic, payload), or panic after `secs`.
-async fn next_publish(ev: &mut EventLoop, secs: u64) -> (String, Vec<u8>) {
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    return (p.topic.clone(), p.payload.to_vec());
-                }
-                Ok(_) => {}
-                Err(e) => panic!("test client: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("a publication within the deadline")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_in_outputs_and_anomalies_out() {
     let (host, port) = broker();

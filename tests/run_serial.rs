@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
 use tokio::sync::mpsc;
 
 use crate::common::*;
@@ -183,22 +183,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn next_publish(ev: &mut EventLoop, secs: u64) -> (String, Vec<u8>) {
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    return (p.topic.clone(), p.payload.to_vec());
-                }
-                Ok(_) => {}
-                Err(e) => panic!("test client: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("a publication within the deadline")
 }
 
 /// Write `line` to the port until an output for it arrives: the daemon
