@@ -328,4 +328,25 @@ fn detectors_score_every_output_line_deterministically() {
         }
     }
     assert!(flagged > 0, "the sample's heat spike is flagged");
+
+    // Replay output, scores included, reads back as replay input.
+    let dir = tempfile::tempdir().unwrap();
+    let again = write(dir.path(), "out.jsonl", &text);
+    let out = wasmgate(&[
+        "replay",
+        "--input",
+        s(&again),
+        "--module",
+        s(&example("moving-average")),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        text.lines().count()
+    );
 }

@@ -35,10 +35,14 @@
 //! {"sensor": "s1", "timestamp": "2024-05-01T06:00:00Z", "temp": 21.5, "humidity": 60}
 //! ```
 //!
-//! Special keys: `sensor` (default: the file stem), `ts` or `timestamp`
-//! (required), `fields`, `kind`, `tags`; `stream` and `time` are ignored, so
-//! the output of `replay` (see [`super::output`]) can be replayed again. A
-//! field whose value is `null` is absent. Fields keep the object's key order.
+//! Each line is read by the MQTT/serial `json` decoder
+//! ([`crate::sources::decode`], whose rules apply: booleans are 1 and 0,
+//! `null` means absent, sensor ids and field names are checked, a line may
+//! also be an array of readings) with these extensions: `ts` or `timestamp`
+//! is required; `sensor` defaults to the file stem; `kind` (a string) and
+//! `tags` (an object of strings) are read; a reading may have no fields;
+//! `stream` and `time` are ignored, so the output of `replay` (see
+//! [`super::output`]) can be replayed again. Fields keep the key order.
 //!
 //! # Timestamps
 //!
@@ -53,7 +57,6 @@
 //!
 //! Sub-millisecond digits are truncated.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -61,9 +64,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDateTime};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::reading::Reading;
+use crate::sources::decode::{DecodeContext, DecodeError, JsonOptions, PayloadFormat, decode_with};
 
 /// Read buffer size for input files.
 const BUF_CAPACITY: usize = 64 * 1024;
@@ -228,10 +231,10 @@ pub enum RecordError {
         /// Cells in this row.
         found: usize,
     },
-    /// A cell or value that does not parse as a number.
+    /// A cell that does not parse as a number.
     #[error("{place}: {value:?} is not a number")]
     NotANumber {
-        /// The column or key.
+        /// The column.
         place: Place,
         /// The value as written.
         value: String,
@@ -239,7 +242,7 @@ pub enum RecordError {
     /// A number that is NaN or infinite.
     #[error("{place}: {value:?} is not a finite number")]
     NotFinite {
-        /// The column or key.
+        /// The column.
         place: Place,
         /// The value as written.
         value: String,
@@ -247,7 +250,7 @@ pub enum RecordError {
     /// A timestamp in none of the accepted forms.
     #[error("{place}: {value:?} is not a timestamp ({TIMESTAMP_FORMS})")]
     BadTimestamp {
-        /// The column or key.
+        /// The column.
         place: Place,
         /// The value as written.
         value: String,
@@ -272,20 +275,18 @@ pub enum RecordError {
     Json(String),
 }
 
-/// Where in a record a value is: a CSV column or a JSON key.
+/// Where in a record a value is: a CSV column (JSON errors are
+/// [`RecordError::Json`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
     /// A CSV column, by header name.
     Column(String),
-    /// A JSON key path, e.g. `temp` or `fields.temp`.
-    Key(String),
 }
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Place::Column(c) => write!(f, "column {c:?}"),
-            Place::Key(k) => write!(f, "key {k:?}"),
         }
     }
 }
@@ -377,6 +378,7 @@ impl<R: Read> InputReader<R> {
                 buf: Vec::new(),
                 line: 0,
                 bytes: 0,
+                pending: Vec::new(),
             }),
         };
         Ok(InputReader {
@@ -736,10 +738,31 @@ struct JsonlInput<R: Read> {
     buf: Vec<u8>,
     line: u64,
     bytes: u64,
+    /// Readings of the current line not returned yet, last first (a line
+    /// may hold a batch).
+    pending: Vec<Reading>,
 }
+
+/// The decoder's extensions replay uses: derived records, a required
+/// timestamp, and the keys of replay's own output that are not data.
+const JSONL_OPTIONS: JsonOptions<'static> = JsonOptions {
+    accept_derived: true,
+    ignore_keys: &["stream", "time", "scores"],
+    require_ts: true,
+    allow_no_fields: true,
+};
 
 impl<R: Read> JsonlInput<R> {
     fn next(&mut self, default_sensor: &str) -> Step<Option<(u64, Reading)>> {
+        if let Some(r) = self.pending.pop() {
+            return Ok(Some((self.line, r)));
+        }
+        let ctx = DecodeContext {
+            sensor: Some(default_sensor),
+            max_fields: usize::MAX,
+            max_bytes: usize::MAX,
+            ..DecodeContext::new(0)
+        };
         loop {
             self.buf.clear();
             let n = self
@@ -758,479 +781,50 @@ impl<R: Read> JsonlInput<R> {
             if text.is_empty() {
                 continue;
             }
-            return parse_json_reading(text, default_sensor)
-                .map(|r| Some((line, r)))
-                .map_err(|e| (line, Failure::Record(e)));
+            let pending = &mut self.pending;
+            decode_with(
+                PayloadFormat::Json,
+                text.as_bytes(),
+                &ctx,
+                &JSONL_OPTIONS,
+                pending,
+            )
+            .map_err(|e| (line, Failure::Record(record_error(e))))?;
+            pending.reverse();
+            if let Some(r) = pending.pop() {
+                return Ok(Some((line, r)));
+            }
         }
     }
 }
 
-fn parse_json_reading(text: &str, default_sensor: &str) -> Result<Reading, RecordError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let reading = ReadingSeed { default_sensor }
-        .deserialize(&mut de)
-        .and_then(|r| de.end().map(|()| r))
-        .map_err(json_error)?;
-    Ok(reading)
-}
-
-/// serde_json's message without its "at line 1 column N" suffix; syntax
-/// errors keep the column.
-fn json_error(e: serde_json::Error) -> RecordError {
-    let full = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let base = full.strip_suffix(&suffix).unwrap_or(&full);
-    RecordError::Json(match e.classify() {
-        serde_json::error::Category::Data => base.to_string(),
-        _ => format!("invalid JSON: {base} (column {})", e.column()),
+/// A decoder error in replay's words: values named by their key, and
+/// serde_json's "at line 1 column N" dropped (syntax errors keep the column).
+fn record_error(e: DecodeError) -> RecordError {
+    RecordError::Json(match e {
+        DecodeError::NotANumber { field, value } => {
+            format!("key {field:?}: {value} is not a number")
+        }
+        DecodeError::BadTimestamp { key, value } => {
+            format!("key {key:?}: {value} is not a timestamp ({TIMESTAMP_FORMS})")
+        }
+        DecodeError::MalformedJson(m) => match split_position(&m) {
+            (base, Some(column)) => format!("invalid JSON: {base} (column {column})"),
+            (base, None) => format!("invalid JSON: {base}"),
+        },
+        other => split_position(&other.to_string()).0.to_string(),
     })
 }
 
-/// Builds a [`Reading`] straight from a JSON object, keeping key order.
-struct ReadingSeed<'a> {
-    default_sensor: &'a str,
-}
-
-impl<'de> DeserializeSeed<'de> for ReadingSeed<'_> {
-    type Value = Reading;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Reading, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ReadingSeed<'_> {
-    type Value = Reading;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object (one reading per line)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reading, A::Error> {
-        let mut sensor: Option<String> = None;
-        let mut ts: Option<(i64, Cow<'de, str>)> = None;
-        let mut nested: Option<Vec<(String, f64)>> = None;
-        let mut flat: Vec<(String, f64)> = Vec::new();
-        // The first flat key whose value was null (so not in `flat`).
-        let mut flat_null: Option<String> = None;
-        let mut kind: Option<String> = None;
-        let mut kind_seen = false;
-        let mut tags: Option<Vec<(String, String)>> = None;
-
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            let dup = || de::Error::custom(format_args!("duplicate key {:?}", key.as_ref()));
-            match key.as_ref() {
-                "sensor" => {
-                    if sensor.is_some() {
-                        return Err(dup());
-                    }
-                    sensor = Some(map.next_value_seed(TextSeed(KeyPath::top("sensor")))?);
-                }
-                "ts" | "timestamp" => {
-                    if let Some((_, first)) = &ts {
-                        return Err(de::Error::custom(format_args!(
-                            "duplicate timestamp: {:?} and {:?}",
-                            first.as_ref(),
-                            key.as_ref()
-                        )));
-                    }
-                    let v = map.next_value_seed(TsSeed(KeyPath::top(key.as_ref())))?;
-                    ts = Some((v, key));
-                }
-                "fields" => {
-                    if nested.is_some() {
-                        return Err(dup());
-                    }
-                    nested = Some(map.next_value_seed(FieldsSeed)?);
-                }
-                "kind" => {
-                    if kind_seen {
-                        return Err(dup());
-                    }
-                    kind_seen = true;
-                    kind = map.next_value_seed(OptTextSeed(KeyPath::top("kind")))?;
-                }
-                "tags" => {
-                    if tags.is_some() {
-                        return Err(dup());
-                    }
-                    tags = Some(map.next_value_seed(TagsSeed)?);
-                }
-                "stream" | "time" => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                name => {
-                    if flat.iter().any(|(n, _)| n == name) {
-                        return Err(dup());
-                    }
-                    match map.next_value_seed(NumberSeed(KeyPath::top(name)))? {
-                        Some(v) => flat.push((key.into_owned(), v)),
-                        None => {
-                            if flat_null.is_none() {
-                                flat_null = Some(key.into_owned());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-
-        let Some((ts, _)) = ts else {
-            return Err(de::Error::custom("missing key \"ts\" (or \"timestamp\")"));
-        };
-        let fields = match nested {
-            Some(fields) => {
-                if let Some(k) = flat.first().map(|(k, _)| k).or(flat_null.as_ref()) {
-                    return Err(de::Error::custom(format_args!(
-                        "key {k:?}: not allowed next to \"fields\" (move it inside \"fields\")"
-                    )));
-                }
-                fields
-            }
-            None => flat,
-        };
-        Ok(Reading {
-            sensor: sensor.unwrap_or_else(|| self.default_sensor.to_string()),
-            ts,
-            fields,
-            kind,
-            tags: tags.unwrap_or_default(),
-        })
-    }
-}
-
-/// An object key, borrowed from the line when it has no escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
-}
-
-/// The key a value belongs to, e.g. `temp` or `fields.temp`; only turned
-/// into a string when an error is reported.
-#[derive(Clone, Copy)]
-struct KeyPath<'a> {
-    parent: &'a str,
-    key: &'a str,
-}
-
-impl<'a> KeyPath<'a> {
-    fn top(key: &'a str) -> Self {
-        KeyPath { parent: "", key }
-    }
-
-    fn child(parent: &'a str, key: &'a str) -> Self {
-        KeyPath { parent, key }
-    }
-
-    fn path(self) -> String {
-        if self.parent.is_empty() {
-            self.key.to_string()
-        } else {
-            format!("{}.{}", self.parent, self.key)
-        }
-    }
-
-    /// `key "path": <value> <problem>`.
-    fn error<E: de::Error>(self, value: de::Unexpected<'_>, problem: &str) -> E {
-        E::custom(format_args!(
-            "key {:?}: {} {problem}",
-            self.path(),
-            describe_unexpected(value)
-        ))
-    }
-}
-
-/// Describe a JSON value for an error message: strings quoted, others as
-/// written (`true`, `null`, `1.5`) or as `an object` / `an array`.
-fn describe_unexpected(u: de::Unexpected<'_>) -> String {
-    match u {
-        de::Unexpected::Str(s) => format!("{s:?}"),
-        de::Unexpected::Bool(b) => b.to_string(),
-        de::Unexpected::Unit => "null".to_string(),
-        de::Unexpected::Map => "an object".to_string(),
-        de::Unexpected::Seq => "an array".to_string(),
-        de::Unexpected::Signed(i) => i.to_string(),
-        de::Unexpected::Unsigned(u) => u.to_string(),
-        de::Unexpected::Float(f) => f.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// A numeric field value (`null` → absent).
-struct NumberSeed<'a>(KeyPath<'a>);
-
-impl<'de> DeserializeSeed<'de> for NumberSeed<'_> {
-    type Value = Option<f64>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NumberSeed<'_> {
-    type Value = Option<f64>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a number")
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(v as f64))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(v as f64))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Err(self.0.error(de::Unexpected::Str(v), "is not a number"))
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Err(self.0.error(de::Unexpected::Bool(v), "is not a number"))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<Self::Value, A::Error> {
-        Err(self.0.error(de::Unexpected::Map, "is not a number"))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
-        Err(self.0.error(de::Unexpected::Seq, "is not a number"))
-    }
-}
-
-/// The timestamp: integer milliseconds or a timestamp string.
-struct TsSeed<'a>(KeyPath<'a>);
-
-impl TsSeed<'_> {
-    fn bad<E: de::Error>(&self, u: de::Unexpected<'_>) -> E {
-        self.0
-            .error(u, &format!("is not a timestamp ({TIMESTAMP_FORMS})"))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for TsSeed<'_> {
-    type Value = i64;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<i64, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TsSeed<'_> {
-    type Value = i64;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("integer epoch milliseconds or an RFC 3339 string")
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
-        Ok(v)
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-        i64::try_from(v).map_err(|_| self.bad(de::Unexpected::Unsigned(v)))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
-        Err(self.bad(de::Unexpected::Float(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-        parse_timestamp(v.trim()).ok_or_else(|| {
-            E::custom(RecordError::BadTimestamp {
-                place: Place::Key(self.0.path()),
-                value: v.to_string(),
-            })
-        })
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<i64, E> {
-        Err(self.bad(de::Unexpected::Bool(v)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<i64, E> {
-        Err(self.bad(de::Unexpected::Unit))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<i64, A::Error> {
-        Err(self.bad(de::Unexpected::Map))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _seq: A) -> Result<i64, A::Error> {
-        Err(self.bad(de::Unexpected::Seq))
-    }
-}
-
-/// A required string (`sensor`, tag values).
-struct TextSeed<'a>(KeyPath<'a>);
-
-impl<'de> DeserializeSeed<'de> for TextSeed<'_> {
-    type Value = String;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        match OptTextSeed(self.0).deserialize(d)? {
-            Some(s) => Ok(s),
-            None => Err(self.0.error(de::Unexpected::Unit, "is not a string")),
-        }
-    }
-}
-
-/// An optional string (`kind`; `null` → `None`).
-struct OptTextSeed<'a>(KeyPath<'a>);
-
-impl<'de> DeserializeSeed<'de> for OptTextSeed<'_> {
-    type Value = Option<String>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OptTextSeed<'_> {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(v))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Err(self.0.error(de::Unexpected::Float(v), "is not a string"))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Err(self.0.error(de::Unexpected::Signed(v), "is not a string"))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Err(self.0.error(de::Unexpected::Unsigned(v), "is not a string"))
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Err(self.0.error(de::Unexpected::Bool(v), "is not a string"))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<Self::Value, A::Error> {
-        Err(self.0.error(de::Unexpected::Map, "is not a string"))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
-        Err(self.0.error(de::Unexpected::Seq, "is not a string"))
-    }
-}
-
-/// The nested `fields` object, in order.
-struct FieldsSeed;
-
-impl<'de> DeserializeSeed<'de> for FieldsSeed {
-    type Value = Vec<(String, f64)>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldsSeed {
-    type Value = Vec<(String, f64)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object of numbers for \"fields\"")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out: Vec<(String, f64)> = Vec::with_capacity(map.size_hint().unwrap_or(4));
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if out.iter().any(|(n, _)| n == key.as_ref()) {
-                return Err(de::Error::custom(format_args!(
-                    "key \"fields\": duplicate field {:?}",
-                    key.as_ref()
-                )));
-            }
-            let seed = NumberSeed(KeyPath::child("fields", key.as_ref()));
-            if let Some(v) = map.next_value_seed(seed)? {
-                out.push((key.into_owned(), v));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The `tags` object (text → text), in order.
-struct TagsSeed;
-
-impl<'de> DeserializeSeed<'de> for TagsSeed {
-    type Value = Vec<(String, String)>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TagsSeed {
-    type Value = Vec<(String, String)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object of strings for \"tags\"")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if out.iter().any(|(n, _)| n == key.as_ref()) {
-                return Err(de::Error::custom(format_args!(
-                    "key \"tags\": duplicate tag {:?}",
-                    key.as_ref()
-                )));
-            }
-            let v = map.next_value_seed(TextSeed(KeyPath::child("tags", key.as_ref())))?;
-            out.push((key.into_owned(), v));
-        }
-        Ok(out)
+/// `"… at line L column C"` → `("…", Some("C"))`.
+fn split_position(m: &str) -> (&str, Option<&str>) {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match m
+        .rsplit_once(" at line ")
+        .map(|(base, pos)| (base, pos.split_once(" column ")))
+    {
+        Some((base, Some((l, c)))) if digits(l) && digits(c) => (base, Some(c)),
+        _ => (m, None),
     }
 }
 
@@ -1610,6 +1204,20 @@ mod tests {
     }
 
     #[test]
+    fn jsonl_batches_booleans_and_null_sensor() {
+        let text = "[{\"ts\":1,\"a\":true},{\"ts\":2,\"sensor\":\"s\",\"a\":false}]\n{\"ts\":3,\"sensor\":null,\"a\":1}\n";
+        let items: Vec<_> = jsonl(text).map(Result::unwrap).collect();
+        assert_eq!(
+            items,
+            [
+                (1, Reading::new("data", 1).with_field("a", 1.0)),
+                (1, Reading::new("s", 2).with_field("a", 0.0)),
+                (2, Reading::new("data", 3).with_field("a", 1.0)),
+            ]
+        );
+    }
+
+    #[test]
     fn jsonl_escaped_keys_and_crlf() {
         let text = "{\"ts\":0,\"t\\u00e9mp\":1}\r\n{\"ts\":1,\"fields\":{\"a\\\"b\":2}}\r\n";
         let items: Vec<_> = jsonl(text).map(Result::unwrap).collect();
@@ -1625,8 +1233,8 @@ mod tests {
                 "data.jsonl:1: key \"temp\": \"abc\" is not a number",
             ),
             (
-                r#"{"ts": 0, "temp": true}"#,
-                "data.jsonl:1: key \"temp\": true is not a number",
+                r#"{"ts": 0, "temp": {"a": 1}}"#,
+                "data.jsonl:1: key \"temp\": an object is not a number",
             ),
             (
                 r#"{"ts": 0, "temp": [1]}"#,
@@ -1634,7 +1242,7 @@ mod tests {
             ),
             (
                 r#"{"ts": 0, "fields": {"temp": "21"}}"#,
-                "data.jsonl:1: key \"fields.temp\": \"21\" is not a number",
+                "data.jsonl:1: key \"temp\": \"21\" is not a number",
             ),
             (
                 r#"{"sensor": "s"}"#,
@@ -1652,7 +1260,7 @@ mod tests {
             ),
             (
                 r#"{"ts": 0, "timestamp": 1}"#,
-                "data.jsonl:1: duplicate timestamp: \"ts\" and \"timestamp\"",
+                "data.jsonl:1: duplicate key \"timestamp\"",
             ),
             (
                 r#"{"ts": 0, "a": 1, "a": 2}"#,
@@ -1660,15 +1268,15 @@ mod tests {
             ),
             (
                 r#"{"ts": 0, "fields": {"a": 1, "a": 2}}"#,
-                "data.jsonl:1: key \"fields\": duplicate field \"a\"",
+                "data.jsonl:1: duplicate key \"a\"",
             ),
             (
                 r#"{"ts": 0, "fields": {"a": 1}, "b": 2}"#,
-                "data.jsonl:1: key \"b\": not allowed next to \"fields\" (move it inside \"fields\")",
+                "data.jsonl:1: key \"b\" next to \"fields\" (move it inside \"fields\")",
             ),
             (
                 r#"{"ts": 0, "sensor": 5}"#,
-                "data.jsonl:1: key \"sensor\": 5 is not a string",
+                "data.jsonl:1: invalid type: integer `5`, expected a sensor id (a string)",
             ),
             (
                 r#"{"ts": 0, "kind": 1}"#,
@@ -1680,11 +1288,16 @@ mod tests {
             ),
             (
                 r#"{"ts": 0, "fields": [1]}"#,
-                "data.jsonl:1: invalid type: sequence, expected an object of numbers for \"fields\"",
+                "data.jsonl:1: invalid type: sequence, expected an object of fields",
             ),
             (
                 "[1, 2]",
-                "data.jsonl:1: invalid type: sequence, expected a JSON object (one reading per line)",
+                "data.jsonl:1: invalid type: integer `1`, expected a reading (an object)",
+            ),
+            ("[]", "data.jsonl:1: empty batch: no readings"),
+            (
+                r#"{"ts": 0, "sensor": ""}"#,
+                "data.jsonl:1: sensor id \"\" is empty (non-empty, at most 256 bytes, no control characters)",
             ),
             (
                 r#"{"ts": 0"#,
@@ -1696,7 +1309,7 @@ mod tests {
             ),
             (
                 r#"{"ts": 0, "v": 1e999}"#,
-                "data.jsonl:1: invalid JSON: number out of range (column 20)",
+                "data.jsonl:1: the number at column 20 is not a finite number",
             ),
         ];
         for (line, want) in cases {

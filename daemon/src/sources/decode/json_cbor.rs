@@ -8,16 +8,21 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::{Builder, DecodeContext, DecodeError, is_ts_key, parse_ts, snippet};
+use super::{Builder, DecodeContext, DecodeError, JsonOptions, is_ts_key, parse_ts, snippet};
 use crate::reading::Reading;
 
 pub(super) fn decode_json(
     bytes: &[u8],
     ctx: &DecodeContext<'_>,
+    opts: &JsonOptions<'_>,
     out: &mut Vec<Reading>,
 ) -> Result<(), DecodeError> {
     let slot = Cell::new(None);
-    let env = Env { ctx, slot: &slot };
+    let env = Env {
+        ctx,
+        opts,
+        slot: &slot,
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     PayloadSeed { env, out }
         .deserialize(&mut de)
@@ -41,10 +46,15 @@ pub(super) fn decode_json(
 pub(super) fn decode_cbor(
     bytes: &[u8],
     ctx: &DecodeContext<'_>,
+    opts: &JsonOptions<'_>,
     out: &mut Vec<Reading>,
 ) -> Result<(), DecodeError> {
     let slot = Cell::new(None);
-    let env = Env { ctx, slot: &slot };
+    let env = Env {
+        ctx,
+        opts,
+        slot: &slot,
+    };
     let mut de = serde_cbor::Deserializer::from_slice(bytes);
     PayloadSeed { env, out }
         .deserialize(&mut de)
@@ -63,6 +73,7 @@ pub(super) fn decode_cbor(
 #[derive(Clone, Copy)]
 struct Env<'e> {
     ctx: &'e DecodeContext<'e>,
+    opts: &'e JsonOptions<'e>,
     slot: &'e Cell<Option<DecodeError>>,
 }
 
@@ -145,10 +156,11 @@ impl<'de> Visitor<'de> for ReadingSeed<'_> {
         let env = self.env;
         let fail = |e| env.fail::<A::Error>(e);
         let mut b = Builder::new(env.ctx, map.size_hint().unwrap_or(8));
+        b.opts = *env.opts;
         let mut layout = Layout::Unknown;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if key == "sensor" {
-                let sensor = map.next_value_seed(SensorSeed)?;
+                let sensor = map.next_value_seed(TextSeed { env, path: None })?;
                 b.sensor(&key, sensor).map_err(fail)?;
             } else if is_ts_key(&key) {
                 let ts = map.next_value_seed(TsSeed { env, key: &key })?;
@@ -164,6 +176,17 @@ impl<'de> Visitor<'de> for ReadingSeed<'_> {
                     Layout::Unknown => layout = Layout::Structured,
                 }
                 map.next_value_seed(FieldsSeed { env, b: &mut b })?;
+            } else if env.opts.accept_derived && key == "kind" {
+                let kind = map.next_value_seed(TextSeed {
+                    env,
+                    path: Some("kind"),
+                })?;
+                b.kind(kind).map_err(fail)?;
+            } else if env.opts.accept_derived && key == "tags" {
+                b.tags(map.next_value_seed(TagsSeed { env })?)
+                    .map_err(fail)?;
+            } else if env.opts.ignore_keys.contains(&&*key) {
+                map.next_value::<de::IgnoredAny>()?;
             } else {
                 if layout == Layout::Structured {
                     return Err(fail(DecodeError::InvalidShape(format!(
@@ -213,6 +236,142 @@ impl<'de> Visitor<'de> for FieldsSeed<'_, '_> {
     }
 }
 
+/// The `tags` object (with [`JsonOptions::accept_derived`]): text → text,
+/// in order.
+struct TagsSeed<'e> {
+    env: Env<'e>,
+}
+
+impl<'de> DeserializeSeed<'de> for TagsSeed<'_> {
+    type Value = Vec<(String, String)>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagsSeed<'_> {
+    type Value = Vec<(String, String)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of strings for \"tags\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let env = self.env;
+        let mut tags: Vec<(String, String)> = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let path = format!("tags.{key}");
+            if tags.iter().any(|(n, _)| *n == *key) {
+                return Err(env.fail(DecodeError::DuplicateKey(snippet(&path))));
+            }
+            let seed = TextSeed {
+                env,
+                path: Some(&path),
+            };
+            match map.next_value_seed(seed)? {
+                Some(v) => tags.push((key.into_owned(), v)),
+                None => return Err(seed.reject(de::Unexpected::Unit)),
+            }
+        }
+        Ok(tags)
+    }
+}
+
+/// A string value (`sensor`, `kind`, a tag's value); `null` for none.
+#[derive(Clone, Copy)]
+struct TextSeed<'e, 'p> {
+    env: Env<'e>,
+    /// Where the value is, for `key "path": <value> is not a string`;
+    /// `None` (`sensor`): serde's "invalid type" message instead.
+    path: Option<&'p str>,
+}
+
+impl TextSeed<'_, '_> {
+    fn reject<E: de::Error>(&self, u: de::Unexpected<'_>) -> E {
+        let Some(path) = self.path else {
+            return E::invalid_type(u, self);
+        };
+        let value = match u {
+            de::Unexpected::Bool(v) => v.to_string(),
+            de::Unexpected::Signed(v) => v.to_string(),
+            de::Unexpected::Unsigned(v) => v.to_string(),
+            de::Unexpected::Float(v) => v.to_string(),
+            de::Unexpected::Unit => "null".to_string(),
+            de::Unexpected::Map => "an object".to_string(),
+            de::Unexpected::Seq => "an array".to_string(),
+            _ => "a byte string".to_string(),
+        };
+        self.env.fail(DecodeError::InvalidShape(format!(
+            "key {:?}: {value} is not a string",
+            snippet(path)
+        )))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for TextSeed<'_, '_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextSeed<'_, '_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.path {
+            Some(_) => "a string",
+            None => "a sensor id (a string)",
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Err(self.reject(de::Unexpected::Bool(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Err(self.reject(de::Unexpected::Signed(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Err(self.reject(de::Unexpected::Unsigned(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(self.reject(de::Unexpected::Float(v)))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Err(self.reject(de::Unexpected::Bytes(v)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<Self::Value, A::Error> {
+        Err(self.reject(de::Unexpected::Map))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
+        Err(self.reject(de::Unexpected::Seq))
+    }
+}
+
 /// A map key, borrowed from the payload when it has no escapes.
 struct KeySeed;
 
@@ -241,41 +400,6 @@ impl<'de> Visitor<'de> for KeySeed {
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v))
-    }
-}
-
-/// The `sensor` value: a string, or `null` for absent.
-struct SensorSeed;
-
-impl<'de> DeserializeSeed<'de> for SensorSeed {
-    type Value = Option<String>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for SensorSeed {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a sensor id (a string)")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(v))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
     }
 }
 

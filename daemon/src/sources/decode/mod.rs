@@ -60,6 +60,10 @@
 //!   (`kind`, `tags`, …) are not special. CBOR tags are ignored (a tagged
 //!   epoch time is still read as milliseconds); map keys must be text.
 //!   JSON has no literal for NaN, so `NaN` is `malformed-json`.
+//! - **Extensions** ([`JsonOptions`], off in [`decode`], which the sources
+//!   use; `wasmgate replay` reads its JSON Lines with [`decode_with`] and
+//!   all of them on): `kind` and `tags` keys, skipped keys, a required
+//!   timestamp, readings without fields.
 //! - **number.** Rust's `f64` syntax: `21.5`, `-4`, `+1e3`, `.5`.
 //! - **csv.** Cells are separated by `,`; a cell may be quoted (`"…"`, with
 //!   `""` for a quote inside) and is trimmed. There must be exactly as many
@@ -190,6 +194,24 @@ impl<'a> DecodeContext<'a> {
             max_bytes: DEFAULT_MAX_BYTES,
         }
     }
+}
+
+/// Extensions of the `json` and `cbor` formats (other formats ignore
+/// them); all off by default, as the MQTT and serial sources use them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonOptions<'a> {
+    /// Accept `kind` (a string; `null` for none) and `tags` (an object of
+    /// strings) next to the fields, in the flat and the structured form.
+    /// Other value types are `invalid-shape`.
+    pub accept_derived: bool,
+    /// Keys skipped together with their value, whatever it is.
+    pub ignore_keys: &'a [&'a str],
+    /// A reading without a timestamp (or with `null`) is `invalid-shape`
+    /// instead of getting the receive time.
+    pub require_ts: bool,
+    /// A reading without fields is accepted instead of `no-fields` (an
+    /// empty batch still is `no-fields`).
+    pub allow_no_fields: bool,
 }
 
 /// Why a payload was refused. [`DecodeError::reason`] is the metrics label;
@@ -366,8 +388,19 @@ pub fn decode(
     ctx: &DecodeContext<'_>,
     out: &mut Vec<Reading>,
 ) -> Result<usize, DecodeError> {
+    decode_with(format, payload, ctx, &JsonOptions::default(), out)
+}
+
+/// [`decode`] with the JSON/CBOR extensions `opts`.
+pub fn decode_with(
+    format: PayloadFormat,
+    payload: &[u8],
+    ctx: &DecodeContext<'_>,
+    opts: &JsonOptions<'_>,
+    out: &mut Vec<Reading>,
+) -> Result<usize, DecodeError> {
     let start = out.len();
-    match decode_into(format, payload, ctx, out) {
+    match decode_into(format, payload, ctx, opts, out) {
         Ok(()) => Ok(out.len() - start),
         Err(e) => {
             out.truncate(start);
@@ -380,6 +413,7 @@ fn decode_into(
     format: PayloadFormat,
     payload: &[u8],
     ctx: &DecodeContext<'_>,
+    opts: &JsonOptions<'_>,
     out: &mut Vec<Reading>,
 ) -> Result<(), DecodeError> {
     if payload.len() > ctx.max_bytes {
@@ -393,8 +427,8 @@ fn decode_into(
     }
     let reading = match format {
         // Binary: taken as is.
-        PayloadFormat::Cbor => return json_cbor::decode_cbor(payload, ctx, out),
-        PayloadFormat::Json => return json_cbor::decode_json(trim(payload)?, ctx, out),
+        PayloadFormat::Cbor => return json_cbor::decode_cbor(payload, ctx, opts, out),
+        PayloadFormat::Json => return json_cbor::decode_json(trim(payload)?, ctx, opts, out),
         PayloadFormat::Number => text::decode_number(utf8(trim(payload)?)?, ctx)?,
         PayloadFormat::Csv => text::decode_csv(utf8(trim(payload)?)?, ctx)?,
         PayloadFormat::KeyValue => text::decode_key_value(utf8(trim(payload)?)?, ctx)?,
@@ -427,6 +461,10 @@ struct Builder<'c> {
     ts: Option<i64>,
     ts_seen: bool,
     fields: Vec<(String, f64)>,
+    kind: Option<String>,
+    kind_seen: bool,
+    tags: Option<Vec<(String, String)>>,
+    opts: JsonOptions<'c>,
 }
 
 impl<'c> Builder<'c> {
@@ -439,7 +477,26 @@ impl<'c> Builder<'c> {
             ts_seen: false,
             // `capacity` may come from an untrusted length prefix (CBOR).
             fields: Vec::with_capacity(capacity.min(ctx.max_fields).min(DEFAULT_MAX_FIELDS)),
+            kind: None,
+            kind_seen: false,
+            tags: None,
+            opts: JsonOptions::default(),
         }
+    }
+
+    fn kind(&mut self, kind: Option<String>) -> Result<(), DecodeError> {
+        if std::mem::replace(&mut self.kind_seen, true) {
+            return Err(DecodeError::DuplicateKey("kind".into()));
+        }
+        self.kind = kind;
+        Ok(())
+    }
+
+    fn tags(&mut self, tags: Vec<(String, String)>) -> Result<(), DecodeError> {
+        if self.tags.replace(tags).is_some() {
+            return Err(DecodeError::DuplicateKey("tags".into()));
+        }
+        Ok(())
     }
 
     fn sensor(&mut self, key: &str, sensor: Option<String>) -> Result<(), DecodeError> {
@@ -486,7 +543,12 @@ impl<'c> Builder<'c> {
     }
 
     fn finish(self) -> Result<Reading, DecodeError> {
-        if self.fields.is_empty() {
+        if self.opts.require_ts && self.ts.is_none() {
+            return Err(DecodeError::InvalidShape(
+                "missing key \"ts\" (or \"timestamp\")".into(),
+            ));
+        }
+        if self.fields.is_empty() && !self.opts.allow_no_fields {
             return Err(DecodeError::NoFields { batch: false });
         }
         let sensor = match self.sensor {
@@ -507,8 +569,8 @@ impl<'c> Builder<'c> {
             sensor,
             ts: self.ts.unwrap_or(self.ctx.receive_ts),
             fields: self.fields,
-            kind: None,
-            tags: Vec::new(),
+            kind: self.kind,
+            tags: self.tags.unwrap_or_default(),
         })
     }
 }

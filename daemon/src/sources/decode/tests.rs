@@ -982,6 +982,96 @@ fn format_names() {
     assert!(serde_json::from_str::<Cfg>(r#"{"format": "xml"}"#).is_err());
 }
 
+// --- JSON/CBOR extensions (JsonOptions) ---------------------------------
+
+const EXT: JsonOptions<'static> = JsonOptions {
+    accept_derived: true,
+    ignore_keys: &["stream", "time"],
+    require_ts: true,
+    allow_no_fields: true,
+};
+
+fn with(
+    opts: &JsonOptions<'_>,
+    format: PayloadFormat,
+    payload: &[u8],
+) -> Result<Reading, DecodeError> {
+    let mut out = Vec::new();
+    decode_with(format, payload, &ctx(), opts, &mut out).map(|n| {
+        assert_eq!(n, 1);
+        out.remove(0)
+    })
+}
+
+#[test]
+fn json_options_extend_and_default_off() {
+    let line = br#"{"stream":"g","sensor":"s","ts":5,"time":"x","fields":{"t":1},"kind":"alert","tags":{"level":"hi","b":"x"}}"#;
+    let mut want = r("s", 5, &[("t", 1.0)]);
+    want.kind = Some("alert".into());
+    want.tags = vec![("level".into(), "hi".into()), ("b".into(), "x".into())];
+    assert_eq!(with(&EXT, Json, line), Ok(want.clone()));
+    let cbor = c(V::Map(vec![
+        ("kind", V::T("alert")),
+        ("t", V::I(1)),
+        (
+            "tags",
+            V::Map(vec![("level", V::T("hi")), ("b", V::T("x"))]),
+        ),
+        ("sensor", V::T("s")),
+        ("stream", V::Arr(vec![])),
+        ("ts", V::I(5)),
+    ]));
+    assert_eq!(with(&EXT, Cbor, &cbor), Ok(want));
+    // Without a field, and with `kind: null`.
+    assert_eq!(
+        with(&EXT, Json, br#"{"ts":1,"kind":null}"#),
+        Ok(r("dev1", 1, &[]))
+    );
+
+    let e = |p: &[u8]| with(&EXT, Json, p).unwrap_err();
+    let missing = DecodeError::InvalidShape("missing key \"ts\" (or \"timestamp\")".into());
+    assert_eq!(e(br#"{"t":1}"#), missing);
+    assert_eq!(e(br#"{"t":1,"ts":null}"#), missing);
+    assert_eq!(
+        e(br#"{"ts":1,"kind":1}"#).to_string(),
+        "key \"kind\": 1 is not a string"
+    );
+    assert_eq!(
+        e(br#"{"ts":1,"tags":{"a":null}}"#).to_string(),
+        "key \"tags.a\": null is not a string"
+    );
+    assert_eq!(
+        e(br#"{"ts":1,"tags":{"a":"x","a":"y"}}"#),
+        DecodeError::DuplicateKey("tags.a".into())
+    );
+    assert_eq!(
+        e(br#"{"ts":1,"kind":"a","kind":"b"}"#),
+        DecodeError::DuplicateKey("kind".into())
+    );
+    assert_eq!(
+        e(br#"{"ts":1,"tags":{},"tags":{}}"#),
+        DecodeError::DuplicateKey("tags".into())
+    );
+    assert_eq!(e(br#"{"ts":1,"tags":5}"#).reason(), "invalid-shape");
+    assert_eq!(e(b"[]"), DecodeError::NoFields { batch: true });
+
+    // Off (the sources): the same keys are fields, and the old rules hold.
+    fails(
+        "not-a-number",
+        Json,
+        &ctx(),
+        &[br#"{"t":1,"kind":"alert"}"#, br#"{"t":1,"stream":"g"}"#],
+    );
+    fails(
+        "invalid-shape",
+        Json,
+        &ctx(),
+        &[br#"{"fields":{"t":1},"tags":{}}"#],
+    );
+    fails("no-fields", Json, &ctx(), &[br#"{"ts":1}"#]);
+    assert_eq!(one(Json, br#"{"t":1}"#, &ctx()).ts, RX);
+}
+
 // --- robustness ---------------------------------------------------------
 
 /// xorshift64*: deterministic, no dependencies.
