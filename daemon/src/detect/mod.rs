@@ -45,15 +45,15 @@
 //! | *(any)* | `name` | the kind | detector name in events and state keys |
 //! | *(any)* | `fields` | `[]` (all) | the fields this detector scores |
 //! | *(any)* | `flag_at` | `0.5` (`range`, `flatline`: `1.0`) | a value is flagged when its score ≥ `flag_at`; within `(0, 1)` (`range`, `flatline`: `(0, 1]`) |
-//! | `ewma` | `alpha` | `0.1` | smoothing factor of mean and variance, `(0, 1]` |
-//! | `ewma` | `z_threshold` | `3.0` | the \|z\| that is flagged (score = `flag_at`) |
+//! | `ewma` | `alpha` | `0.05` | smoothing factor of mean and variance, `(0, 1]` |
+//! | `ewma` | `z_threshold` | `4.0` | the \|z\| that is flagged (score = `flag_at`) |
 //! | `ewma` | `warmup` | `10` | readings learned before any is scored, ≥ 2 |
 //! | `ewma` | `min_std` | `0.0` | floor of the standard deviation, value units |
 //! | `gaussian` | `window` | `60` | values in the sliding window, `2 ..= 10000`; scoring starts once it is full |
-//! | `gaussian` | `z_threshold` | `3.0` | the \|z\| that is flagged |
+//! | `gaussian` | `z_threshold` | `4.0` | the \|z\| that is flagged |
 //! | `gaussian` | `min_std` | `0.0` | floor of the standard deviation |
-//! | `mad` | `window` | `60` | values in the sliding window, `3 ..= 10000`; scoring starts once it is full |
-//! | `mad` | `z_threshold` | `3.5` | the robust \|z\| that is flagged |
+//! | `mad` | `window` | `100` | values in the sliding window, `3 ..= 10000`; scoring starts once it is full |
+//! | `mad` | `z_threshold` | `4.0` | the robust \|z\| that is flagged |
 //! | `mad` | `min_std` | `0.0` | floor of the robust spread (1.4826 × MAD) |
 //! | `rate` | `max_rate` | *required* | largest normal \|Δvalue\| per second, > 0 |
 //! | `flatline` | `count` | `10` (unset when `seconds` is set) | readings within `epsilon` that are flagged, ≥ 2 |
@@ -62,12 +62,13 @@
 //! | `range` | `min` | unset | lower bound (at least one of `min`, `max`) |
 //! | `range` | `max` | unset | upper bound |
 //! | `range` | `margin` | `0.0` | width inside the bounds where the score ramps up |
-//! | `holt-winters` | `season_length` | *required* | readings per season, `2 ..= 100000` |
+//! | `holt-winters` | `season_length` | *required* | sampling intervals per season, `2 ..= 100000` |
+//! | `holt-winters` | `interval_ms` | inferred | the sampling interval, `1 ..= 31536000000`; season positions follow the timestamps, so a gap skips slots |
 //! | `holt-winters` | `alpha` | `0.2` | level smoothing, `(0, 1)` |
 //! | `holt-winters` | `beta` | `0.01` | trend smoothing, `[0, 1)` |
 //! | `holt-winters` | `gamma` | `0.1` | seasonal smoothing, `[0, 1)` |
 //! | `holt-winters` | `scale_alpha` | `0.05` | smoothing of the residual scale (EWMA of \|residual\|), `(0, 1]` |
-//! | `holt-winters` | `z_threshold` | `3.5` | the residual, in estimated standard deviations, that is flagged |
+//! | `holt-winters` | `z_threshold` | `4.0` | the residual, in estimated standard deviations, that is flagged |
 //! | `holt-winters` | `min_std` | `0.0` | floor of the residual standard deviation |
 //!
 //! ```toml
@@ -80,7 +81,7 @@
 //! kind = "mad"
 //! name = "temp-outliers"
 //! fields = ["temp"]
-//! window = 120
+//! window = 200
 //!
 //! [[detectors]]
 //! kind = "rate"
@@ -92,10 +93,10 @@
 //! Per series, besides ~150 bytes of bookkeeping in [`DetectorSet`]: O(1)
 //! for `ewma`, `rate`, `flatline`, `range`; 8 bytes × `window` for
 //! `gaussian` and 16 bytes × `window` for `mad` (window + scratch copy);
-//! 8 bytes × `season_length` for `holt-winters`. The defaults (window 60)
-//! at the default 10 000 series come to about 5–11 MB; a daily season of
-//! one reading a minute (1440) is 11.5 KB per series, so size `max_series`
-//! accordingly on a 512 MB board.
+//! 8 bytes × `season_length` for `holt-winters`. The defaults (window 60,
+//! `mad` window 100) at the default 10 000 series come to about 5–17 MB; a
+//! daily season of one reading a minute (1440) is 11.5 KB per series, so
+//! size `max_series` accordingly on a 512 MB board.
 //!
 //! ## Scores
 //!
@@ -338,6 +339,8 @@ impl DetectorConfig {
     /// - `holt-winters`: another `season_length` is refused
     ///   ([`DetectError::Incompatible`]); the seasonal profile cannot be
     ///   re-sampled from the state alone. The caller starts a fresh series.
+    ///   State saved before the detector followed timestamps (no last
+    ///   timestamp, no interval) restores and infers the interval afresh.
     pub fn restore(&self, bytes: &[u8]) -> Result<Box<dyn Detector>, DetectError> {
         Ok(match self {
             DetectorConfig::Ewma(c) => Box::new(c.restore(bytes)?),
