@@ -208,6 +208,10 @@ max = 100.0
         "{log}"
     );
     assert!(log.contains("wasmgate stopped"), "{log}");
+    assert!(
+        log.contains("source totals") && log.contains("\"malformed-json\": 1"),
+        "{log}"
+    );
     // The retained status says offline after a clean stop.
     loop {
         let (t, p) = next_publish(&mut sub_ev, 20).await;

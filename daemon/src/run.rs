@@ -277,7 +277,17 @@ pub async fn run(
         publish_dropped = stats.publish_dropped.load(Ordering::Relaxed),
         "wasmgate stopped"
     );
-    let _ = source_metrics;
+    // Per-source totals, so the journal tells what each input delivered.
+    for (name, m) in &source_metrics {
+        tracing::info!(
+            source = %name,
+            received = m.received.load(Ordering::Relaxed),
+            decoded = m.decoded.load(Ordering::Relaxed),
+            dropped_queue_full = m.dropped_queue_full.load(Ordering::Relaxed),
+            rejected = ?m.rejected(),
+            "source totals"
+        );
+    }
     Ok(())
 }
 
