@@ -34,6 +34,8 @@ use toml::Spanned;
 use crate::alarm::AlarmConfig;
 use crate::cbor;
 use crate::detect::{DetectorSetConfig, DetectorSpec};
+use crate::outbox::uplink::UplinkConfig;
+use crate::outbox::{FullPolicy, OutboxConfig};
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
 use crate::settings::{GatewayConfig, HttpConfig, MqttConfig, SourceConfig, StorageConfig};
@@ -56,6 +58,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The local HTTP endpoint (`[http]`; reserved).
     pub http: HttpConfig,
+    /// The durable outbox (`[outbox]`).
+    pub outbox: OutboxConfig,
+    /// Where the outbox is published (`[uplink]`).
+    pub uplink: UplinkConfig,
     /// Limits and supervision settings for every processor (`[runtime]`).
     pub runtime: Limits,
     /// Inputs, by name (`[sources.<name>]`).
@@ -77,6 +83,8 @@ pub struct StreamConfig {
     pub sources: Vec<String>,
     /// The anomaly detectors run on the chain's outputs.
     pub detect: DetectorSetConfig,
+    /// What happens when the outbox is at its budget.
+    pub outbox_full: FullPolicy,
 }
 
 impl StreamConfig {
@@ -269,6 +277,8 @@ struct RawConfig {
     mqtt: Option<Spanned<MqttConfig>>,
     storage: Option<Spanned<StorageConfig>>,
     http: Option<Spanned<HttpConfig>>,
+    outbox: Option<Spanned<OutboxConfig>>,
+    uplink: Option<Spanned<UplinkConfig>>,
     runtime: Option<Spanned<Limits>>,
     sources: Option<BTreeMap<String, Spanned<SourceConfig>>>,
     streams: Option<BTreeMap<String, Spanned<RawStream>>>,
@@ -284,6 +294,7 @@ struct RawStream {
     detectors: Option<Spanned<Vec<DetectorSpec>>>,
     max_series: Option<usize>,
     include_derived: Option<bool>,
+    outbox_full: Option<FullPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -351,12 +362,15 @@ impl Config {
             processors,
             sources: Vec::new(),
             detect: DetectorSetConfig::default(),
+            outbox_full: FullPolicy::default(),
         };
         Config {
             gateway: GatewayConfig::default(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             http: HttpConfig::default(),
+            outbox: OutboxConfig::default(),
+            uplink: UplinkConfig::default(),
             runtime: Limits::default(),
             sources: BTreeMap::new(),
             streams: BTreeMap::from([(REPLAY_STREAM.to_string(), stream)]),
@@ -399,6 +413,8 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
     let mqtt = section(&cx, raw.mqtt, "mqtt", MqttConfig::validate)?;
     let storage = section(&cx, raw.storage, "storage", StorageConfig::validate)?;
     let http = section(&cx, raw.http, "http", |_| Ok(()))?;
+    let outbox = section(&cx, raw.outbox, "outbox", OutboxConfig::validate)?;
+    let uplink = section(&cx, raw.uplink, "uplink", UplinkConfig::validate)?;
     let mut sources = BTreeMap::new();
     for (name, src) in raw.sources.unwrap_or_default() {
         let span = src.span();
@@ -600,6 +616,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
                 processors,
                 sources: stream_sources,
                 detect,
+                outbox_full: raw_stream.outbox_full.unwrap_or_default(),
             },
         );
     }
@@ -620,6 +637,8 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
         mqtt,
         storage,
         http,
+        outbox,
+        uplink,
         runtime,
         sources,
         streams,

@@ -16,6 +16,11 @@
 //! pattern.rs         sensor-id glob patterns used to route readings to streams
 //! cbor.rs            deterministic CBOR writer primitives (host → guest encoding)
 //! state.rs           per-module persistent state: in memory or in sled
+//! metrics.rs         lock-free metric primitives (latency histogram)
+//! outbox/            the durable outbox between processing and the broker
+//!   mod.rs           sled layout, append with budget policy, stats, export
+//!   commit.rs        group commit: one flush, then the inbound acks, in order
+//!   uplink.rs        QoS 1 publishing of the outbox, in-flight window, reconnect
 //! ratelimit.rs       log-line rate limiting for peer-triggered warnings
 //! pipeline.rs        a stream's processor chain: route → batch → modules in order
 //! runtime/           the Wasm processor runtime (wasmi)
@@ -44,7 +49,9 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod metrics;
 pub mod mqtt;
+pub mod outbox;
 pub mod pattern;
 pub mod pipeline;
 pub mod ratelimit;

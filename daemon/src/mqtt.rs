@@ -70,23 +70,58 @@ pub enum MqttSetupError {
     HalfClientAuth,
 }
 
-/// Connection options: client id, keep-alive, packet size, credentials,
-/// TLS, and the retained "offline" last will on the status topic.
-pub fn options(mqtt: &MqttConfig, gateway: &GatewayConfig) -> Result<MqttOptions, MqttSetupError> {
+/// The ingest connection (MQTT sources): persistent session unless
+/// `clean_session`, manual acknowledgements (sent by the group commit once
+/// a message's results are on disk), no last will.
+pub fn ingest_options(
+    mqtt: &MqttConfig,
+    gateway: &GatewayConfig,
+) -> Result<MqttOptions, MqttSetupError> {
     let client_id = mqtt
         .client_id
         .clone()
         .unwrap_or_else(|| format!("wasmgate-{}", gateway.id));
+    let mut opts = options(mqtt, client_id)?;
+    opts.set_clean_session(mqtt.clean_session)
+        .set_manual_acks(true);
+    Ok(opts)
+}
+
+/// The uplink connection: client id `<ingest client id>-uplink` (or the
+/// uplink broker's own `client_id`), and the retained "offline" last will
+/// on the status topic.
+pub fn uplink_options(
+    broker: &MqttConfig,
+    ingest: &MqttConfig,
+    gateway: &GatewayConfig,
+) -> Result<MqttOptions, MqttSetupError> {
+    let client_id = if std::ptr::eq(broker, ingest) || broker.client_id.is_none() {
+        format!(
+            "{}-uplink",
+            ingest
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("wasmgate-{}", gateway.id))
+        )
+    } else {
+        broker.client_id.clone().unwrap_or_default()
+    };
+    let mut opts = options(broker, client_id)?;
+    opts.set_last_will(LastWill::new(
+        Topics::new(gateway).status(),
+        STATUS_OFFLINE,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    Ok(opts)
+}
+
+/// Options common to both connections: keep-alive, packet size,
+/// credentials, TLS.
+fn options(mqtt: &MqttConfig, client_id: String) -> Result<MqttOptions, MqttSetupError> {
     let mut opts = MqttOptions::new(client_id, mqtt.host.clone(), mqtt.port);
     opts.set_keep_alive(Duration::from_secs(mqtt.keepalive_secs))
-        .set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes)
-        .set_clean_session(mqtt.clean_session)
-        .set_last_will(LastWill::new(
-            Topics::new(gateway).status(),
-            STATUS_OFFLINE,
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes);
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|source| MqttSetupError::Read {
             path: path.display().to_string(),

@@ -109,7 +109,8 @@ pub async fn run(
     restore_detectors(&mut pipeline, &detector_tree);
 
     let topics = Topics::new(&config.gateway);
-    let (client, eventloop) = AsyncClient::new(mqtt::options(&config.mqtt, &config.gateway)?, 64);
+    let (client, eventloop) =
+        AsyncClient::new(mqtt::ingest_options(&config.mqtt, &config.gateway)?, 64);
     let (src_tx, mut src_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
     let (pub_tx, pub_rx) = mpsc::channel::<Publication>(PUBLISH_QUEUE);
     let stats = Arc::new(RunStats::default());

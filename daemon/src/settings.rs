@@ -73,7 +73,9 @@ impl GatewayConfig {
     }
 }
 
-/// `[mqtt]`: the broker connection used for MQTT sources and for publishing.
+/// `[mqtt]`: the broker that MQTT sources subscribe to, and (unless
+/// `[uplink.broker]` names another) the one the outbox is published to, on
+/// a second connection.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
@@ -93,7 +95,11 @@ pub struct MqttConfig {
     pub keepalive_secs: u64,
     /// Largest packet sent or accepted, bytes. Default: 262 144.
     pub max_packet_bytes: usize,
-    /// Start a clean session on connect. Default: true.
+    /// Start a clean session on connect. Default: false — the broker keeps
+    /// the subscriptions and every unacknowledged QoS 1 message while the
+    /// gateway is down or restarting, and redelivers them; messages are
+    /// acknowledged only once their results are on disk. Ignored for the
+    /// uplink connection, whose session is the outbox.
     pub clean_session: bool,
     /// Wait between reconnection attempts grows from this, ms. Default: 500.
     pub reconnect_min_ms: u64,
@@ -114,7 +120,7 @@ impl Default for MqttConfig {
             password_file: None,
             keepalive_secs: 30,
             max_packet_bytes: 256 * 1024,
-            clean_session: true,
+            clean_session: false,
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
             tls: None,
@@ -163,13 +169,17 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Directory of the sled database (processor and detector state).
-    /// Default: `/var/lib/wasmgate`.
+    /// Directory of the sled database (outbox, processor and detector
+    /// state). Default: `/var/lib/wasmgate`.
     pub path: PathBuf,
     /// sled page-cache size, bytes (sled's own default is 1 GiB). Default: 4 MiB.
     pub cache_bytes: u64,
     /// How often detector state is written, ms. Default: 5 000.
     pub detector_flush_ms: u64,
+    /// sled's background flush interval, ms: bounds how much processor and
+    /// detector state a power cut can take back. The outbox does not depend
+    /// on it (its group commits flush explicitly). Default: 1 000.
+    pub flush_every_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -178,6 +188,7 @@ impl Default for StorageConfig {
             path: PathBuf::from("/var/lib/wasmgate"),
             cache_bytes: 4 << 20,
             detector_flush_ms: 5_000,
+            flush_every_ms: 1_000,
         }
     }
 }
@@ -190,6 +201,9 @@ impl StorageConfig {
         }
         if self.detector_flush_ms < 100 {
             return Err("detector_flush_ms must be at least 100".into());
+        }
+        if !(10..=60_000).contains(&self.flush_every_ms) {
+            return Err("flush_every_ms must be within 10 ..= 60000".into());
         }
         Ok(())
     }

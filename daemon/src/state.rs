@@ -87,12 +87,21 @@ impl StateStore for MemoryState {
 /// sled's flusher thread winds down; opening retries for up to two seconds
 /// before reporting the lock as held (by another wasmgate, usually).
 pub fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    open_db_with(dir, cache_bytes, 500)
+}
+
+/// [`open_db`] with sled's background flush interval, ms.
+pub fn open_db_with(
+    dir: &Path,
+    cache_bytes: u64,
+    flush_every_ms: u64,
+) -> Result<sled::Db, sled::Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let result = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(Some(flush_every_ms))
             .open();
         match result {
             Err(sled::Error::Io(e))

@@ -1,0 +1,2 @@
+//! Durable ingest benchmark (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! `wasmgate outbox stats|export` (being written).
