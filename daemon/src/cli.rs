@@ -43,6 +43,47 @@ pub enum Command {
     },
     /// Print the fully commented default configuration.
     DefaultConfig,
+    /// Inspect the durable outbox of a data directory (also of a running
+    /// gateway: its directory is then read through a temporary snapshot).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+/// `wasmgate outbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Per topic: depth, bytes, age of the oldest entry, next sequence
+    /// number; totals, boot id and drops by reason.
+    Stats {
+        #[command(flatten)]
+        source: DataDirArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every stored entry as JSON lines, in the order they are sent:
+    /// `{"kind","stream","seq","boot","enqueued_ms","payload"}`.
+    Export {
+        #[command(flatten)]
+        source: DataDirArgs,
+        /// Write here instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Which data directory `wasmgate outbox` reads.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct DataDirArgs {
+    /// The gateway's configuration file; its `storage.path` is read.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory itself (`storage.path`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Arguments of `wasmgate replay`.
@@ -130,6 +171,91 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::DefaultConfig => {
             print!("{}", crate::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
+        }
+        Command::Outbox { command } => outbox_command(command),
+    }
+}
+
+fn outbox_command(command: OutboxCommand) -> ExitCode {
+    use crate::outbox::inspect::{self, StatsFormat};
+
+    let source = match &command {
+        OutboxCommand::Stats { source, .. } | OutboxCommand::Export { source, .. } => source,
+    };
+    let dir = match (&source.config, &source.data_dir) {
+        (_, Some(dir)) => dir.clone(),
+        (Some(file), None) => match crate::config::Config::load(file) {
+            Ok(c) => c.storage.path,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        // clap requires one of the two.
+        (None, None) => return ExitCode::from(2),
+    };
+    let ins = match inspect::open_for_inspection(&dir) {
+        Ok(ins) => ins,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if ins.is_snapshot() {
+        eprintln!(
+            "note: {} is in use by a running gateway; reading a crash-consistent snapshot \
+             of it (entries not yet committed may be missing)",
+            dir.display()
+        );
+    }
+    let result = match command {
+        OutboxCommand::Stats { json, .. } => {
+            ins.outbox.stats().map_err(Into::into).and_then(|stats| {
+                let format = if json {
+                    StatsFormat::Json
+                } else {
+                    StatsFormat::Table
+                };
+                let mut out = std::io::stdout().lock();
+                inspect::write_stats(
+                    &mut out,
+                    &stats,
+                    inspect::now_ms(),
+                    ins.is_snapshot(),
+                    format,
+                )
+            })
+        }
+        OutboxCommand::Export { output, .. } => match output {
+            Some(file) => std::fs::File::create(&file)
+                .map_err(|e| {
+                    inspect::InspectError::Write(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", file.display()),
+                    ))
+                })
+                .and_then(|f| inspect::export(&ins.outbox, &mut std::io::BufWriter::new(f)))
+                .map(drop),
+            None => {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                inspect::export(&ins.outbox, &mut out).map(drop)
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `| head`: the reader has what it wanted.
+        Err(inspect::InspectError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(inspect::InspectError::Json(e))
+            if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -6,9 +6,13 @@
 //!
 //! | topic | what | QoS / retain |
 //! |---|---|---|
-//! | `wasmgate/<gateway>/status` | `{"state":"online"}` / `{"state":"offline"}` (last will) | 1, retained |
-//! | `wasmgate/<gateway>/out/<stream>` | processed readings, one JSON object per message | 1 |
-//! | `wasmgate/<gateway>/anomaly/<stream>` | anomaly events, JSON | 1 |
+//! | `wasmgate/<gateway>/status` | `{"state":"online"}` / `{"state":"offline"}` (last will of the uplink connection) | 1, retained |
+//! | `wasmgate/<gateway>/out/<stream>` | processed readings, one JSON object per message, with `seq` and `boot` | 1 |
+//! | `wasmgate/<gateway>/anomaly/<stream>` | anomaly events, JSON, with `seq` and `boot` | 1 |
+//!
+//! Two connections: the *ingest* connection subscribes for MQTT sources
+//! (persistent session, manual acknowledgements), the *uplink* connection
+//! ([`crate::outbox::uplink`]) publishes the outbox and the status.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::ratelimit::LogLimiter;
 use crate::settings::{GatewayConfig, MqttConfig, MqttSourceConfig};
 use crate::sources::decode::{self, DecodeContext};
-use crate::sources::{SourceBatch, SourceMetrics, deliver, now_ms};
+use crate::sources::{Delivery, SourceBatch, SourceMetrics, deliver_counted, now_ms};
 
 /// Payload of the retained status topic while running.
 pub const STATUS_ONLINE: &str = r#"{"state":"online"}"#;
@@ -214,15 +218,19 @@ impl MqttIngest {
             .any(|f| rumqttc::matches(topic, f))
     }
 
-    /// Decode one message and hand its readings on. Returns `false` when the
-    /// streams are gone (shutdown).
+    /// Decode one message and hand its readings on, with `ack` (the packet
+    /// id of a QoS 1 message) so it is acknowledged once its results are on
+    /// disk. A malformed QoS 1 message is passed on with no readings, so
+    /// acknowledgements stay in arrival order.
     pub async fn handle(
         &mut self,
         topic: &str,
         payload: &[u8],
+        ack: Option<u16>,
         out: &mpsc::Sender<SourceBatch>,
-    ) -> bool {
+    ) -> Delivery {
         use std::sync::atomic::Ordering;
+        let received = Instant::now();
         self.metrics.received.fetch_add(1, Ordering::Relaxed);
         let sensor = match self.config.sensor_segment {
             Some(i) => topic.split('/').nth(i),
@@ -233,29 +241,30 @@ impl MqttIngest {
         ctx.field = &self.config.field;
         ctx.csv_columns = &self.config.csv_columns;
         self.scratch.clear();
-        match decode::decode(self.config.format, payload, &ctx, &mut self.scratch) {
-            Ok(_) => {
-                let batch = SourceBatch {
-                    source: self.name.clone(),
-                    readings: std::mem::take(&mut self.scratch),
-                };
-                deliver(out, batch, self.config.queue_full, &self.metrics).await
+        if let Err(e) = decode::decode(self.config.format, payload, &ctx, &mut self.scratch) {
+            self.metrics.reject(e.reason());
+            self.scratch.clear();
+            let source = &*self.name;
+            if self.log.allow(Instant::now(), |n| {
+                tracing::warn!(
+                    source,
+                    suppressed = n,
+                    "malformed payload warnings suppressed"
+                );
+            }) {
+                tracing::warn!(source, topic, reason = e.reason(), error = %e, "malformed payload rejected");
             }
-            Err(e) => {
-                self.metrics.reject(e.reason());
-                let source = &*self.name;
-                if self.log.allow(Instant::now(), |n| {
-                    tracing::warn!(
-                        source,
-                        suppressed = n,
-                        "malformed payload warnings suppressed"
-                    );
-                }) {
-                    tracing::warn!(source, topic, reason = e.reason(), error = %e, "malformed payload rejected");
-                }
-                true
+            if ack.is_none() {
+                return Delivery::Queued;
             }
         }
+        let batch = SourceBatch {
+            source: self.name.clone(),
+            readings: std::mem::take(&mut self.scratch),
+            ack,
+            received,
+        };
+        deliver_counted(out, batch, self.config.queue_full, &self.metrics).await
     }
 }
 
@@ -278,14 +287,26 @@ mod tests {
         let mut s = source("json", "");
         assert!(s.wants("sensors/t1/data"));
         assert!(!s.wants("other/t1/data"));
-        assert!(s.handle("sensors/t1/data", br#"{"temp": 21.5}"#, &tx).await);
+        let r = s.handle("sensors/t1/data", br#"{"temp": 21.5}"#, Some(7), &tx);
+        assert_eq!(r.await, Delivery::Queued);
         let b = rx.recv().await.unwrap();
         assert_eq!(b.readings[0].sensor, "t1");
         assert_eq!(b.readings[0].field("temp"), Some(21.5));
-        assert!(s.handle("sensors/t1/data", b"{oops", &tx).await);
-        assert_eq!(s.metrics().rejected_of("malformed-json"), 1);
+        assert_eq!(b.ack, Some(7));
+        // Malformed at QoS 0: counted, nothing passed on.
+        assert_eq!(
+            s.handle("sensors/t1/data", b"{oops", None, &tx).await,
+            Delivery::Queued
+        );
+        assert!(rx.try_recv().is_err());
+        // Malformed at QoS 1: an empty batch carries the ack, in order.
+        s.handle("sensors/t1/data", b"{oops", Some(8), &tx).await;
+        let b = rx.recv().await.unwrap();
+        assert!(b.readings.is_empty());
+        assert_eq!(b.ack, Some(8));
+        assert_eq!(s.metrics().rejected_of("malformed-json"), 2);
         use std::sync::atomic::Ordering;
-        assert_eq!(s.metrics().received.load(Ordering::Relaxed), 2);
+        assert_eq!(s.metrics().received.load(Ordering::Relaxed), 3);
         assert_eq!(s.metrics().decoded.load(Ordering::Relaxed), 1);
     }
 

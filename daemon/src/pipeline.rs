@@ -311,6 +311,23 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The smallest caller position still waiting in a partly filled batch:
+    /// every reading pushed at a smaller position has been through its
+    /// chain and detectors (the daemon acknowledges inbound messages up to
+    /// here). `None` when nothing waits.
+    pub fn oldest_pending(&self) -> Option<u64> {
+        self.streams
+            .iter()
+            .filter(|s| !s.pending.is_empty())
+            .map(|s| s.span.0)
+            .min()
+    }
+
+    /// Whether any stream has readings waiting in a partly filled batch.
+    pub fn has_pending(&self) -> bool {
+        self.streams.iter().any(|s| !s.pending.is_empty())
+    }
+
     /// When the oldest waiting batch becomes due under `max_wait`.
     pub fn next_due(&self, max_wait: Duration) -> Option<Instant> {
         self.streams

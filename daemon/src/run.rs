@@ -1,46 +1,57 @@
 //! `wasmgate run`: the gateway. Sources feed one bounded queue; the
 //! processing task routes readings into streams, runs their processor
 //! chains and detectors (on a blocking section, since wasm is CPU work), and
-//! hands outputs and anomaly events to the publisher; the MQTT task keeps
-//! the broker connection, ingests MQTT sources and carries publications.
+//! appends every output and anomaly event to the durable outbox; the
+//! committer makes appends durable with group commits and only then
+//! acknowledges the inbound MQTT messages they came from; the uplink drains
+//! the outbox to the broker at QoS 1.
 //!
 //! ```text
-//!  mqtt task ──┐                                       ┌─► publisher ─► MQTT (QoS 1)
-//!  serial   ───┼─► queue (bounded) ─► processing task ─┤   (the outbox slots in here)
-//!  i2c      ───┘    SourceBatch        route · batch ·  └─► detector state → sled
-//!                                      modules · detect
+//!  ingest conn ─┐                                        ┌─► outbox (sled) ─► uplink conn ─► broker
+//!  serial    ───┼─► queue (bounded) ─► processing task ──┤        │  group commit (flush)
+//!  i2c       ───┘    SourceBatch        route · batch ·  │        └─► PUBACK to the ingest broker
+//!                    (+ packet id)      modules · detect └─► detector state → sled
 //! ```
+//!
+//! Acknowledgement order: every QoS 1 message gets a position as it leaves
+//! the queue; once no partly filled batch holds a reading from a position
+//! (`Pipeline::oldest_pending`), the message is fully processed and its
+//! results are appended; the committer acknowledges it after the next flush.
 //!
 //! Shutdown (SIGTERM/SIGINT) in the mini-redis manner: the token is
 //! cancelled, sources stop and drop their senders, the processing task
 //! drains the queue and flushes every partial batch, detector state is
-//! saved, the publisher drains, the retained status becomes "offline", the
-//! client disconnects, sled is flushed.
+//! saved, the last group commit flushes and acknowledges, the ingest
+//! connection disconnects (its persistent session keeps what arrives
+//! meanwhile), the uplink publishes the retained "offline" status and waits
+//! briefly for outstanding PUBACKs, sled is flushed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as MqttOutgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as MqttOutgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::mqtt::{self, MqttIngest, STATUS_OFFLINE, STATUS_ONLINE, Topics};
+use crate::mqtt::{self, MqttIngest, Topics};
+use crate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
+use crate::outbox::uplink::Uplink;
+use crate::outbox::{Kind, Outbox, OutboxError, Staged};
 use crate::pipeline::{BatchResult, Pipeline, PipelineError};
+use crate::ratelimit::LogLimiter;
 use crate::runtime::{Clock, LoadError, Runtime};
 use crate::settings::SourceConfig;
 use crate::sources::i2c::I2cPoller;
-use crate::sources::{SourceBatch, SourceMetrics, deliver, now_ms};
+use crate::sources::{Delivery, SourceBatch, SourceMetrics, deliver, now_ms};
 use crate::state::SledState;
 
 /// Capacity of the queue from the sources to the processing task, in batches.
 const SOURCE_QUEUE: usize = 256;
-/// Capacity of the queue to the publisher, in messages.
-const PUBLISH_QUEUE: usize = 8_192;
 /// Longest a partly filled batch waits for more readings.
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 
@@ -50,6 +61,9 @@ pub enum RunError {
     /// The state directory could not be opened.
     #[error("storage {path}: {source}")]
     Storage { path: String, source: sled::Error },
+    /// The outbox could not be opened.
+    #[error("storage {path}: {source}")]
+    Outbox { path: String, source: OutboxError },
     /// The processor runtime could not be set up.
     #[error("{0}")]
     Runtime(#[from] LoadError),
@@ -70,24 +84,34 @@ pub enum RunError {
     Alarm(#[from] crate::alarm::AlarmError),
 }
 
-/// One message for the broker.
-#[derive(Debug)]
-struct Publication {
-    topic: String,
-    payload: Vec<u8>,
-}
-
-/// Counters of the running gateway (exported by the metrics endpoint later).
+/// Counters of the running gateway (exported by the metrics endpoint later;
+/// the outbox's own are in [`crate::outbox::OutboxMetrics`]).
 #[derive(Debug, Default)]
 pub struct RunStats {
     /// Readings that entered the streams.
     pub readings_in: AtomicU64,
-    /// Outputs handed to the publisher.
+    /// Outputs handed to the outbox.
     pub outputs: AtomicU64,
-    /// Anomaly events handed to the publisher.
+    /// Anomaly events handed to the outbox.
     pub anomalies: AtomicU64,
-    /// Publications dropped because the publisher queue was full.
-    pub publish_dropped: AtomicU64,
+}
+
+/// Acknowledges inbound QoS 1 messages on the ingest connection.
+struct IngestAcks(Option<AsyncClient>);
+
+impl AckSink<u16> for IngestAcks {
+    async fn ack(&mut self, acks: &mut Vec<PendingAck<u16>>) {
+        let Some(client) = &self.0 else { return };
+        for a in acks.iter() {
+            let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
+            p.pkid = a.token;
+            if client.ack(&p).await.is_err() {
+                // The connection task is gone (shutdown): the broker
+                // redelivers whatever was not acknowledged.
+                break;
+            }
+        }
+    }
 }
 
 /// Run the gateway until `shutdown` completes, then stop cleanly.
@@ -96,23 +120,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let token = CancellationToken::new();
+    let path = config.storage.path.display().to_string();
     let storage_err = |source| RunError::Storage {
-        path: config.storage.path.display().to_string(),
+        path: path.clone(),
         source,
     };
-    let db = crate::state::open_db(&config.storage.path, config.storage.cache_bytes)
-        .map_err(storage_err)?;
+    let db = crate::state::open_db_with(
+        &config.storage.path,
+        config.storage.cache_bytes,
+        config.storage.flush_every_ms,
+    )
+    .map_err(storage_err)?;
     let detector_tree = db.open_tree("detectors").map_err(storage_err)?;
+    let policies: Vec<_> = config
+        .streams
+        .iter()
+        .map(|(name, s)| (name.clone(), s.outbox_full))
+        .collect();
+    let outbox = Arc::new(Outbox::open(&db, config.outbox.clone(), &policies).map_err(
+        |source| RunError::Outbox {
+            path: path.clone(),
+            source,
+        },
+    )?);
     let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
     let state = Arc::new(SledState::from_db(db.clone()));
     let mut pipeline = Pipeline::build(&config, runtime, state, Clock::System)?;
     restore_detectors(&mut pipeline, &detector_tree);
 
     let topics = Topics::new(&config.gateway);
-    let (client, eventloop) =
-        AsyncClient::new(mqtt::ingest_options(&config.mqtt, &config.gateway)?, 64);
     let (src_tx, mut src_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
-    let (pub_tx, pub_rx) = mpsc::channel::<Publication>(PUBLISH_QUEUE);
     let stats = Arc::new(RunStats::default());
 
     let mut ingests = Vec::new();
@@ -148,19 +185,48 @@ pub async fn run(
             }
         }
     }
+    // The ingest connection exists only for MQTT sources.
     let mqtt_stop = CancellationToken::new();
-    let mqtt_task = tokio::spawn(mqtt_task(MqttTask {
-        eventloop,
-        client: client.clone(),
-        ingests,
-        out: src_tx.clone(),
-        sources_stop: token.clone(),
-        stop: mqtt_stop.clone(),
-        status_topic: topics.status(),
-        backoff: (config.mqtt.reconnect_min_ms, config.mqtt.reconnect_max_ms),
-    }));
+    let ingest = if ingests.is_empty() {
+        None
+    } else {
+        let (client, eventloop) =
+            AsyncClient::new(mqtt::ingest_options(&config.mqtt, &config.gateway)?, 64);
+        let task = tokio::spawn(mqtt_task(MqttTask {
+            eventloop,
+            client: client.clone(),
+            ingests,
+            out: src_tx.clone(),
+            sources_stop: token.clone(),
+            stop: mqtt_stop.clone(),
+            backoff: (config.mqtt.reconnect_min_ms, config.mqtt.reconnect_max_ms),
+        }));
+        Some((client, task))
+    };
     drop(src_tx);
-    let publisher = tokio::spawn(publisher_task(client.clone(), pub_rx));
+
+    let (commit_tx, commit_rx) = mpsc::channel::<CommitRequest<u16>>(COMMIT_QUEUE);
+    let committer = tokio::spawn(
+        Committer::new(
+            db.clone(),
+            outbox.clone(),
+            &config.outbox,
+            IngestAcks(ingest.as_ref().map(|(c, _)| c.clone())),
+        )
+        .run(commit_rx),
+    );
+    let broker = config.uplink.broker(&config.mqtt);
+    let uplink_stop = CancellationToken::new();
+    let uplink = tokio::spawn(
+        Uplink::new(
+            outbox.clone(),
+            mqtt::uplink_options(broker, &config.mqtt, &config.gateway)?,
+            topics.clone(),
+            &config.uplink,
+            broker,
+        )
+        .run(uplink_stop.clone()),
+    );
 
     {
         let token = token.clone();
@@ -170,11 +236,16 @@ pub async fn run(
             token.cancel();
         });
     }
+    let (backlog, backlog_bytes) = outbox.depth();
     tracing::info!(
         gateway = %config.gateway.id,
         streams = config.streams.len(),
         sources = config.sources.len(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        uplink = %format!("{}:{}", broker.host, broker.port),
+        boot = outbox.boot(),
+        outbox_entries = backlog,
+        outbox_bytes = backlog_bytes,
         "wasmgate running"
     );
 
@@ -189,8 +260,8 @@ pub async fn run(
     };
     let started = std::time::Instant::now();
     let mono_ms = || started.elapsed().as_millis() as u64;
-    // Anomaly events of the last step, for the alarm.
-    let mut events = Vec::new();
+    let mut work = Work::new(outbox.clone(), stats.clone(), commit_tx);
+    let mut abandoned = false;
     loop {
         let due = pipeline.next_due(BATCH_WAIT);
         let alarm_due = alarm
@@ -201,13 +272,19 @@ pub async fn run(
             batch = src_rx.recv() => match batch {
                 Some(batch) => {
                     stats.readings_in.fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
+                    let pos = work.arrived(&batch);
+                    let awaiting = work.awaiting_acks();
                     tokio::task::block_in_place(|| {
-                        let mut sink = |r: BatchResult<'_>| {
-                            publish_result(&topics, &pub_tx, &stats, r, &mut events);
-                            Ok::<(), ()>(())
-                        };
+                        let mut sink = |r: BatchResult<'_>| work.stage(r);
                         for r in batch.readings {
-                            let _ = pipeline.push(r, Some(&batch.source), 0, &mut sink);
+                            let _ = pipeline.push(r, Some(&batch.source), pos, &mut sink);
+                        }
+                        // Nothing else is waiting and inbound messages await
+                        // their acknowledgement: run partial batches now
+                        // instead of holding the broker's in-flight window
+                        // for the batch timeout.
+                        if awaiting && src_rx.is_empty() && pipeline.has_pending() {
+                            let _ = pipeline.flush(&mut sink);
                         }
                     });
                 }
@@ -215,19 +292,20 @@ pub async fn run(
             },
             _ = sleep_until(due), if due.is_some() => {
                 tokio::task::block_in_place(|| {
-                    let mut sink = |r: BatchResult<'_>| {
-                        publish_result(&topics, &pub_tx, &stats, r, &mut events);
-                        Ok::<(), ()>(())
-                    };
+                    let mut sink = |r: BatchResult<'_>| work.stage(r);
                     let _ = pipeline.flush_older_than(BATCH_WAIT, &mut sink);
                 });
             }
             _ = sleep_until(alarm_due), if alarm_due.is_some() => {}
             _ = flush_tick.tick() => save_detectors(&mut pipeline, &detector_tree),
         }
+        if !work.settle(&pipeline, &token).await {
+            abandoned = true;
+            break;
+        }
         if let Some(a) = alarm.as_mut() {
             let now = mono_ms();
-            for e in events.drain(..) {
+            for e in work.events.drain(..) {
                 if let Err(err) = a.on_event(&e, now) {
                     tracing::warn!(error = %err, "alarm output failed");
                 }
@@ -236,50 +314,88 @@ pub async fn run(
                 tracing::warn!(error = %err, "alarm output failed");
             }
         }
-        events.clear();
+        work.events.clear();
     }
-    tokio::task::block_in_place(|| {
-        let mut sink = |r: BatchResult<'_>| {
-            publish_result(&topics, &pub_tx, &stats, r, &mut events);
-            Ok::<(), ()>(())
-        };
-        let _ = pipeline.flush(&mut sink);
-    });
+    // Senders blocked on a full queue (after an abandon) are released.
+    drop(src_rx);
+    if !abandoned {
+        tokio::task::block_in_place(|| {
+            let mut sink = |r: BatchResult<'_>| work.stage(r);
+            let _ = pipeline.flush(&mut sink);
+        });
+        let _ = work.settle(&pipeline, &token).await;
+    }
     if let Some(a) = alarm.take() {
         if let Err(err) = a.shutdown() {
             tracing::warn!(error = %err, "alarm output could not be reset");
         }
     }
     save_detectors(&mut pipeline, &detector_tree);
-    drop(pub_tx);
+    // The last group commit: flush, then acknowledge.
+    drop(work);
+    let _ = committer.await;
     for t in tasks {
         let _ = t.await;
     }
-    let _ = publisher.await;
-    // Retained "offline", then a clean disconnect (no last will).
-    let _ = client
-        .publish(topics.status(), QoS::AtLeastOnce, true, STATUS_OFFLINE)
-        .await;
-    let _ = client.disconnect().await;
-    if tokio::time::timeout(Duration::from_secs(5), mqtt_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("broker did not confirm the disconnect within 5 s");
+    if let Some((client, task)) = ingest {
+        let _ = client.disconnect().await;
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("ingest broker did not confirm the disconnect within 5 s");
+        }
+        mqtt_stop.cancel();
     }
-    mqtt_stop.cancel();
+    uplink_stop.cancel();
+    let _ = uplink.await;
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "final storage flush failed");
     }
+    log_totals(&stats, &outbox, &source_metrics);
+    Ok(())
+}
+
+/// The journal's summary at stop: what came in, what went out, what is
+/// still waiting, what was dropped and why.
+fn log_totals(
+    stats: &RunStats,
+    outbox: &Outbox,
+    source_metrics: &BTreeMap<String, Arc<SourceMetrics>>,
+) {
+    let m = outbox.metrics();
+    let (entries, bytes) = outbox.depth();
+    let commits = m.commits.load(Ordering::Relaxed);
+    let acked = m.acked.load(Ordering::Relaxed);
+    let q = |h: &crate::metrics::Histogram, p: f64| {
+        h.quantile_us(p)
+            .map(|us| format!("≤{:.1}ms", us as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
     tracing::info!(
         readings = stats.readings_in.load(Ordering::Relaxed),
         outputs = stats.outputs.load(Ordering::Relaxed),
         anomalies = stats.anomalies.load(Ordering::Relaxed),
-        publish_dropped = stats.publish_dropped.load(Ordering::Relaxed),
         "wasmgate stopped"
     );
+    tracing::info!(
+        waiting_entries = entries,
+        waiting_bytes = bytes,
+        appended = m.appended.load(Ordering::Relaxed),
+        delivered = m.delivered.load(Ordering::Relaxed),
+        republished = m.republished.load(Ordering::Relaxed),
+        dropped = ?outbox.dropped(),
+        commits,
+        acked,
+        acks_per_commit = format!("{:.1}", acked as f64 / commits.max(1) as f64),
+        ack_p50 = %q(&m.ack_latency, 0.5),
+        ack_p99 = %q(&m.ack_latency, 0.99),
+        publish_p50 = %q(&m.publish_latency, 0.5),
+        publish_p99 = %q(&m.publish_latency, 0.99),
+        "outbox totals"
+    );
     // Per-source totals, so the journal tells what each input delivered.
-    for (name, m) in &source_metrics {
+    for (name, m) in source_metrics {
         tracing::info!(
             source = %name,
             received = m.received.load(Ordering::Relaxed),
@@ -289,7 +405,6 @@ pub async fn run(
             "source totals"
         );
     }
-    Ok(())
 }
 
 async fn sleep_until(due: Option<std::time::Instant>) {
@@ -298,48 +413,175 @@ async fn sleep_until(due: Option<std::time::Instant>) {
     }
 }
 
-/// Queue a batch's outputs and anomaly events for the broker. Never blocks:
-/// a full publisher queue drops and counts (the outbox replaces this).
-fn publish_result(
-    topics: &Topics,
-    out: &mpsc::Sender<Publication>,
-    stats: &RunStats,
-    result: BatchResult<'_>,
-    events: &mut Vec<crate::detect::AnomalyEvent>,
-) {
-    let send = |topic: String, payload: Vec<u8>| {
-        if out.try_send(Publication { topic, payload }).is_err() {
-            stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    // Anomalies first: they matter most when the link is tight.
-    for event in &result.events {
-        if let Ok(payload) = serde_json::to_vec(event) {
-            stats.anomalies.fetch_add(1, Ordering::Relaxed);
-            send(topics.anomaly(result.stream), payload);
-        }
-    }
-    for reading in &result.outputs {
-        let mut payload = Vec::with_capacity(160);
-        if crate::replay::output::format_line(&mut payload, result.stream, reading).is_ok() {
-            if payload.last() == Some(&b'\n') {
-                payload.pop();
-            }
-            stats.outputs.fetch_add(1, Ordering::Relaxed);
-            send(topics.out(result.stream), payload);
-        }
-    }
-    events.extend(result.events);
+/// The processing task's bookkeeping between the pipeline and the outbox:
+/// results staged for appending, inbound messages awaiting acknowledgement
+/// by position, and the channel to the committer.
+struct Work {
+    outbox: Arc<Outbox>,
+    stats: Arc<RunStats>,
+    commit: mpsc::Sender<CommitRequest<u16>>,
+    staged: Vec<Staged>,
+    /// Anomaly events of the last step, for the alarm.
+    events: Vec<crate::detect::AnomalyEvent>,
+    next_pos: u64,
+    /// (position, packet id, received) in arrival order.
+    waiting: VecDeque<(u64, PendingAck<u16>)>,
+    full_log: LogLimiter,
 }
 
-async fn publisher_task(client: AsyncClient, mut rx: mpsc::Receiver<Publication>) {
-    while let Some(p) = rx.recv().await {
-        if let Err(e) = client
-            .publish(p.topic, QoS::AtLeastOnce, false, p.payload)
-            .await
-        {
-            tracing::warn!(error = %e, "publish failed");
+impl Work {
+    fn new(
+        outbox: Arc<Outbox>,
+        stats: Arc<RunStats>,
+        commit: mpsc::Sender<CommitRequest<u16>>,
+    ) -> Self {
+        Work {
+            outbox,
+            stats,
+            commit,
+            staged: Vec::new(),
+            events: Vec::new(),
+            next_pos: 0,
+            waiting: VecDeque::new(),
+            full_log: LogLimiter::new(5, Duration::from_secs(60)),
         }
+    }
+
+    /// Give a batch from the queue its position; remember its packet id.
+    fn arrived(&mut self, batch: &SourceBatch) -> u64 {
+        let pos = self.next_pos;
+        self.next_pos += 1;
+        if let Some(pkid) = batch.ack {
+            self.waiting.push_back((
+                pos,
+                PendingAck {
+                    token: pkid,
+                    received: batch.received,
+                },
+            ));
+        }
+        pos
+    }
+
+    fn awaiting_acks(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Turn a batch result into outbox entries (anomaly events first).
+    fn stage(&mut self, result: BatchResult<'_>) -> Result<(), ()> {
+        let Some(stream) = self.outbox.stream_index(result.stream) else {
+            return Ok(());
+        };
+        for event in &result.events {
+            if let Ok(body) = serde_json::to_vec(event) {
+                self.stats.anomalies.fetch_add(1, Ordering::Relaxed);
+                self.staged.push(Staged {
+                    kind: Kind::Anomaly,
+                    stream,
+                    body,
+                });
+            }
+        }
+        for reading in &result.outputs {
+            let mut body = Vec::with_capacity(160);
+            if crate::replay::output::format_line(&mut body, result.stream, reading).is_ok() {
+                if body.last() == Some(&b'\n') {
+                    body.pop();
+                }
+                self.stats.outputs.fetch_add(1, Ordering::Relaxed);
+                self.staged.push(Staged {
+                    kind: Kind::Output,
+                    stream,
+                    body,
+                });
+            }
+        }
+        self.events.extend(result.events);
+        Ok(())
+    }
+
+    /// Append what was staged, then hand the committer every message now
+    /// fully processed. Waits while a `reject-new` stream is full (nothing
+    /// is acknowledged meanwhile, which pushes back to the broker). Returns
+    /// `false` if shutdown came while waiting: the rest stays
+    /// unacknowledged, for the broker to redeliver.
+    async fn settle(&mut self, pipeline: &Pipeline, token: &CancellationToken) -> bool {
+        let mut from = 0;
+        let mut appended = 0;
+        while from < self.staged.len() {
+            match self.outbox.append(&mut self.staged[from..], now_ms()) {
+                Ok(r) => {
+                    appended += r.stored;
+                    if r.dropped + r.evicted > 0
+                        && self.full_log.allow(std::time::Instant::now(), |n| {
+                            tracing::warn!(suppressed = n, "outbox full warnings suppressed");
+                        })
+                    {
+                        tracing::warn!(
+                            evicted = r.evicted,
+                            dropped = r.dropped,
+                            totals = ?self.outbox.dropped(),
+                            "outbox full: dropping the oldest entries of the stream (drop-oldest)"
+                        );
+                    }
+                    let Some(at) = r.blocked_at else { break };
+                    from += at;
+                    let (entries, bytes) = self.outbox.depth();
+                    tracing::warn!(
+                        entries,
+                        bytes,
+                        "outbox full: not acknowledging inbound messages until the uplink frees room (reject-new)"
+                    );
+                }
+                Err(e) => {
+                    self.outbox
+                        .metrics()
+                        .storage_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "outbox append failed; retrying in 1 s");
+                }
+            }
+            // Make what was appended durable (so the uplink can drain it),
+            // then wait for room or for a retry.
+            if self
+                .commit
+                .send(CommitRequest { acks: Vec::new() })
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            tokio::select! {
+                _ = self.outbox.space() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = token.cancelled() => {
+                    tracing::warn!(
+                        not_stored = self.staged.len() - from,
+                        unacknowledged = self.waiting.len(),
+                        "stopping while the outbox is full: these results are not stored; their MQTT messages stay unacknowledged for the broker to redeliver"
+                    );
+                    self.staged.clear();
+                    self.waiting.clear();
+                    return false;
+                }
+            }
+        }
+        self.staged.clear();
+        let watermark = pipeline.oldest_pending().unwrap_or(self.next_pos);
+        let mut acks = Vec::new();
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(pos, _)| *pos < watermark)
+        {
+            if let Some((_, a)) = self.waiting.pop_front() {
+                acks.push(a);
+            }
+        }
+        if appended > 0 || !acks.is_empty() {
+            return self.commit.send(CommitRequest { acks }).await.is_ok();
+        }
+        true
     }
 }
 
@@ -352,13 +594,15 @@ struct MqttTask {
     sources_stop: CancellationToken,
     /// The connection itself stops when this is cancelled.
     stop: CancellationToken,
-    status_topic: String,
     backoff: (u64, u64),
 }
 
-/// Keep the broker connection: (re)subscribe and announce "online" on every
-/// connect, dispatch publications to the MQTT sources, reconnect with
-/// exponential backoff.
+/// Keep the ingest connection: (re)subscribe on every connect unless the
+/// broker kept the session, dispatch publications to the MQTT sources with
+/// their packet ids, reconnect with exponential backoff. At shutdown the
+/// subscriptions stay (the persistent session queues what arrives while the
+/// gateway is down); messages that arrive after the sources stopped are
+/// left unacknowledged and come again next time.
 async fn mqtt_task(mut t: MqttTask) {
     let mut backoff = t.backoff.0;
     let mut out = Some(t.out);
@@ -366,11 +610,6 @@ async fn mqtt_task(mut t: MqttTask) {
         if out.is_some() && t.sources_stop.is_cancelled() {
             // Sources are done: release the queue so processing can drain.
             out = None;
-            for ingest in &t.ingests {
-                for (filter, _) in ingest.subscriptions() {
-                    let _ = t.client.try_unsubscribe(filter);
-                }
-            }
         }
         let event = tokio::select! {
             _ = t.stop.cancelled() => return,
@@ -384,12 +623,6 @@ async fn mqtt_task(mut t: MqttTask) {
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
                 );
-                let _ = t.client.try_publish(
-                    t.status_topic.clone(),
-                    QoS::AtLeastOnce,
-                    true,
-                    STATUS_ONLINE,
-                );
                 if out.is_some() {
                     for ingest in &t.ingests {
                         for (filter, qos) in ingest.subscriptions() {
@@ -400,12 +633,37 @@ async fn mqtt_task(mut t: MqttTask) {
                     }
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                for ingest in &t.ingests {
+                    ingest.metrics().set_up(true);
+                }
+                tracing::info!("MQTT sources subscribed");
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Some(tx) = &out else { continue };
-                for ingest in t.ingests.iter_mut().filter(|i| i.wants(&p.topic)) {
-                    if !ingest.handle(&p.topic, &p.payload, tx).await {
-                        out = None;
-                        break;
+                let ack = (p.qos == QoS::AtLeastOnce).then_some(p.pkid);
+                // The ack travels with the last source that takes the
+                // message, so it is sent after all of them are stored.
+                let last = t.ingests.iter().rposition(|i| i.wants(&p.topic));
+                for (i, ingest) in t.ingests.iter_mut().enumerate() {
+                    if !ingest.wants(&p.topic) {
+                        continue;
+                    }
+                    let ack = if Some(i) == last { ack } else { None };
+                    match ingest.handle(&p.topic, &p.payload, ack, tx).await {
+                        Delivery::Queued => {}
+                        Delivery::Dropped(Some(pkid)) => {
+                            // drop-newest gave the message up: acknowledge it
+                            // so the broker does not send it again.
+                            let mut a = Publish::new("", QoS::AtLeastOnce, Vec::new());
+                            a.pkid = pkid;
+                            let _ = t.client.try_ack(&a);
+                        }
+                        Delivery::Dropped(None) => {}
+                        Delivery::Closed => {
+                            out = None;
+                            break;
+                        }
                     }
                 }
             }
@@ -460,10 +718,7 @@ async fn i2c_task(
         match result {
             Ok(reading) => {
                 metrics.set_up(true);
-                let batch = SourceBatch {
-                    source: source.clone(),
-                    readings: vec![reading],
-                };
+                let batch = SourceBatch::new(source.clone(), vec![reading]);
                 if !deliver(&out, batch, Default::default(), &metrics).await {
                     return;
                 }

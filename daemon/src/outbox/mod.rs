@@ -742,6 +742,27 @@ impl Outbox {
             dropped: ix.drops.clone(),
         })
     }
+
+    /// Open for inspection like [`Outbox::inspect`], knowing every stream
+    /// that ever had a sequence number: topics drained to empty still show
+    /// in [`Outbox::stats`] (depth 0 and their next sequence number).
+    pub fn inspect_with_history(db: &sled::Db) -> Result<Outbox, OutboxError> {
+        let tree = db.open_tree(TREE)?;
+        let boot = read_u64(&tree, &meta_key(&[b"boot"]))?;
+        let prefix = meta_key(&[b"seq"]);
+        let mut streams: Vec<(String, FullPolicy)> = Vec::new();
+        for item in tree.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            // [0xFF] "seq" [kind] [stream]
+            let Some(Ok(name)) = k.get(prefix.len() + 1..).map(std::str::from_utf8) else {
+                continue;
+            };
+            if !streams.iter().any(|(n, _)| n == name) {
+                streams.push((name.to_string(), FullPolicy::DropOldest));
+            }
+        }
+        Self::with_boot(tree, OutboxConfig::default(), &streams, boot)
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,24 @@ pub struct SourceBatch {
     pub source: Arc<str>,
     /// The readings, in arrival order.
     pub readings: Vec<Reading>,
+    /// The packet id of a QoS 1 MQTT message to acknowledge once every
+    /// result of these readings is on disk. A malformed QoS 1 message still
+    /// travels (with no readings) so acknowledgements stay in order.
+    pub ack: Option<u16>,
+    /// When the message, line or poll arrived.
+    pub received: std::time::Instant,
+}
+
+impl SourceBatch {
+    /// A batch received now, with nothing to acknowledge.
+    pub fn new(source: Arc<str>, readings: Vec<Reading>) -> Self {
+        SourceBatch {
+            source,
+            readings,
+            ack: None,
+            received: std::time::Instant::now(),
+        }
+    }
 }
 
 /// What a source does when the queue to the streams is full.
@@ -97,24 +115,49 @@ pub async fn deliver(
     policy: QueueFullPolicy,
     metrics: &SourceMetrics,
 ) -> bool {
+    !matches!(
+        deliver_counted(out, batch, policy, metrics).await,
+        Delivery::Closed
+    )
+}
+
+/// What became of a batch handed to [`deliver_counted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the streams.
+    Queued,
+    /// Dropped under `drop-newest` (counted); its `ack`, if any, is the
+    /// caller's to send.
+    Dropped(Option<u16>),
+    /// The receiving side is gone (shutdown).
+    Closed,
+}
+
+/// [`deliver`], telling a drop apart from a queued batch.
+pub async fn deliver_counted(
+    out: &mpsc::Sender<SourceBatch>,
+    batch: SourceBatch,
+    policy: QueueFullPolicy,
+    metrics: &SourceMetrics,
+) -> Delivery {
     let n = batch.readings.len() as u64;
     match policy {
         QueueFullPolicy::Block => {
             if out.send(batch).await.is_err() {
-                return false;
+                return Delivery::Closed;
             }
         }
         QueueFullPolicy::DropNewest => match out.try_send(batch) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(b)) => {
                 metrics.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                return true;
+                return Delivery::Dropped(b.ack);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Delivery::Closed,
         },
     }
     metrics.decoded.fetch_add(n, Ordering::Relaxed);
-    true
+    Delivery::Queued
 }
 
 /// Current time in milliseconds since the Unix epoch (receive timestamps).
@@ -130,10 +173,7 @@ mod tests {
     use super::*;
 
     fn batch() -> SourceBatch {
-        SourceBatch {
-            source: "s".into(),
-            readings: vec![Reading::new("x", 1).with_field("v", 1.0)],
-        }
+        SourceBatch::new("s".into(), vec![Reading::new("x", 1).with_field("v", 1.0)])
     }
 
     #[tokio::test]

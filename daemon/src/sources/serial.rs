@@ -645,12 +645,9 @@ impl Handler<'_> {
             self.warn_rejected(e.reason(), &e, line);
             return None;
         }
-        let batch = SourceBatch {
-            source: Arc::clone(&source.name),
-            // One allocation of exactly the readings' size; `decoded` keeps
-            // its buffer for the next line.
-            readings: self.decoded.drain(..).collect(),
-        };
+        // One allocation of exactly the readings' size; `decoded` keeps its
+        // buffer for the next line.
+        let batch = SourceBatch::new(Arc::clone(&source.name), self.decoded.drain(..).collect());
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => Some(ReadEnd::Shutdown),
