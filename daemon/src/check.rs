@@ -102,6 +102,11 @@ mod tests {
         assert_eq!(config.mqtt, crate::settings::MqttConfig::default());
         assert_eq!(config.storage, crate::settings::StorageConfig::default());
         assert_eq!(config.http, crate::settings::HttpConfig::default());
+        assert_eq!(config.outbox, crate::outbox::OutboxConfig::default());
+        assert_eq!(
+            config.uplink,
+            crate::outbox::uplink::UplinkConfig::default()
+        );
         assert_eq!(
             config.gateway.topic_prefix,
             crate::settings::GatewayConfig::default().topic_prefix
