@@ -955,7 +955,7 @@ modul = "modules/calibrate.wasm"
         ),);
         assert_eq!(
             err(&dir, "[streams.a]\n  sensor = [\"x\"]\n"),
-            "wasmgate.toml:2:3: streams.a: unknown field `sensor`, expected one of `sensors`, `sources`, `processors`, `detectors`, `max_series`, `include_derived`"
+            "wasmgate.toml:2:3: streams.a: unknown field `sensor`, expected one of `sensors`, `sources`, `processors`, `detectors`, `max_series`, `include_derived`, `outbox_full`"
         );
     }
 
@@ -1124,6 +1124,38 @@ name = "calibrate"
     }
 
     #[test]
+    fn outbox_and_uplink_sections() {
+        let dir = fixture();
+        let c = load(
+            &dir,
+            "[outbox]\nmax_entries = 10\n[uplink]\ninflight = 4\n[uplink.broker]\nhost = \"cloud\"\nport = 8883\n\n[streams.a]\noutbox_full = \"reject-new\"\n[[streams.a.detectors]]\nkind = \"range\"\nmax = 1.0\n",
+        )
+        .unwrap();
+        assert_eq!(c.outbox.max_entries, 10);
+        assert_eq!(c.uplink.inflight, 4);
+        assert_eq!(c.uplink.broker(&c.mqtt).host, "cloud");
+        assert_eq!(c.streams["a"].outbox_full, FullPolicy::RejectNew);
+        assert_eq!(
+            err(&dir, "[outbox]\ncommit_max_batch = 0\n"),
+            "wasmgate.toml:1:1: outbox: commit_max_batch must be within 1 ..= 65536"
+        );
+        assert_eq!(
+            err(&dir, "[uplink.broker]\nport = 0\n"),
+            "wasmgate.toml:1:2: uplink: broker.port must not be 0"
+        );
+        let e = err(
+            &dir,
+            "[streams.a]\noutbox_full = \"drop-newest\"\n[[streams.a.detectors]]\nkind = \"range\"\nmax = 1.0\n",
+        );
+        assert!(
+            e.starts_with(
+                "wasmgate.toml:2:15: streams.a.outbox_full: unknown variant `drop-newest`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn line_col_counts_characters() {
         let text = "ab\nüü=1\n";
         assert_eq!(LineCol::of_offset(text, 0), LineCol { line: 1, column: 1 });
@@ -1136,7 +1168,7 @@ name = "calibrate"
         let e = Config::from_str_at("[streams.\"ü\"]\n  x = 1\n", "c.toml").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "c.toml:2:3: streams.\"ü\": unknown field `x`, expected one of `sensors`, `sources`, `processors`, `detectors`, `max_series`, `include_derived`"
+            "c.toml:2:3: streams.\"ü\": unknown field `x`, expected one of `sensors`, `sources`, `processors`, `detectors`, `max_series`, `include_derived`, `outbox_full`"
         );
         assert_eq!(
             e.site().and_then(|s| s.position),

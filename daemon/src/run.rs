@@ -100,17 +100,22 @@ pub struct RunStats {
 struct IngestAcks(Option<AsyncClient>);
 
 impl AckSink<u16> for IngestAcks {
-    async fn ack(&mut self, acks: &mut Vec<PendingAck<u16>>) {
-        let Some(client) = &self.0 else { return };
-        for a in acks.iter() {
+    async fn ack(&mut self, acks: &[PendingAck<u16>]) -> usize {
+        let Some(client) = &self.0 else {
+            return acks.len();
+        };
+        let mut sent = 0;
+        for a in acks {
             let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
             p.pkid = a.token;
-            if client.ack(&p).await.is_err() {
-                // The connection task is gone (shutdown): the broker
-                // redelivers whatever was not acknowledged.
+            // Never wait on the connection's request queue: the committer
+            // offers the rest again in a few ms.
+            if client.try_ack(&p).is_err() {
                 break;
             }
+            sent += 1;
         }
+        sent
     }
 }
 
@@ -190,8 +195,11 @@ pub async fn run(
     let ingest = if ingests.is_empty() {
         None
     } else {
-        let (client, eventloop) =
-            AsyncClient::new(mqtt::ingest_options(&config.mqtt, &config.gateway)?, 64);
+        // Room for a full commit's acks in the request queue.
+        let (client, eventloop) = AsyncClient::new(
+            mqtt::ingest_options(&config.mqtt, &config.gateway)?,
+            config.outbox.commit_max_batch.max(64),
+        );
         let task = tokio::spawn(mqtt_task(MqttTask {
             eventloop,
             client: client.clone(),
@@ -427,6 +435,8 @@ struct Work {
     /// (position, packet id, received) in arrival order.
     waiting: VecDeque<(u64, PendingAck<u16>)>,
     full_log: LogLimiter,
+    /// Since when a `reject-new` stream has been waiting for room.
+    blocked_since: Option<std::time::Instant>,
 }
 
 impl Work {
@@ -444,6 +454,7 @@ impl Work {
             next_pos: 0,
             waiting: VecDeque::new(),
             full_log: LogLimiter::new(5, Duration::from_secs(60)),
+            blocked_since: None,
         }
     }
 
@@ -508,10 +519,12 @@ impl Work {
     async fn settle(&mut self, pipeline: &Pipeline, token: &CancellationToken) -> bool {
         let mut from = 0;
         let mut appended = 0;
+        let mut uncommitted = 0;
         while from < self.staged.len() {
             match self.outbox.append(&mut self.staged[from..], now_ms()) {
                 Ok(r) => {
                     appended += r.stored;
+                    uncommitted += r.stored;
                     if r.dropped + r.evicted > 0
                         && self.full_log.allow(std::time::Instant::now(), |n| {
                             tracing::warn!(suppressed = n, "outbox full warnings suppressed");
@@ -526,12 +539,15 @@ impl Work {
                     }
                     let Some(at) = r.blocked_at else { break };
                     from += at;
-                    let (entries, bytes) = self.outbox.depth();
-                    tracing::warn!(
-                        entries,
-                        bytes,
-                        "outbox full: not acknowledging inbound messages until the uplink frees room (reject-new)"
-                    );
+                    if self.blocked_since.is_none() {
+                        self.blocked_since = Some(std::time::Instant::now());
+                        let (entries, bytes) = self.outbox.depth();
+                        tracing::warn!(
+                            entries,
+                            bytes,
+                            "outbox full: not acknowledging inbound messages until the uplink frees room (reject-new)"
+                        );
+                    }
                 }
                 Err(e) => {
                     self.outbox
@@ -543,13 +559,16 @@ impl Work {
             }
             // Make what was appended durable (so the uplink can drain it),
             // then wait for room or for a retry.
-            if self
-                .commit
-                .send(CommitRequest { acks: Vec::new() })
-                .await
-                .is_err()
-            {
-                return false;
+            if uncommitted > 0 {
+                uncommitted = 0;
+                if self
+                    .commit
+                    .send(CommitRequest { acks: Vec::new() })
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
             }
             tokio::select! {
                 _ = self.outbox.space() => {}
@@ -565,6 +584,12 @@ impl Work {
                     return false;
                 }
             }
+        }
+        if let Some(since) = self.blocked_since.take() {
+            tracing::info!(
+                blocked_ms = since.elapsed().as_millis() as u64,
+                "outbox has room again: acknowledging resumes"
+            );
         }
         self.staged.clear();
         let watermark = pipeline.oldest_pending().unwrap_or(self.next_pos);

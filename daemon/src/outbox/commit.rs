@@ -42,9 +42,18 @@ pub struct CommitRequest<T> {
 /// Where acknowledgements go once durable (the ingest connection; a
 /// benchmark's counter).
 pub trait AckSink<T>: Send + 'static {
-    /// Acknowledge `acks`, in order.
-    fn ack(&mut self, acks: &mut Vec<PendingAck<T>>) -> impl Future<Output = ()> + Send;
+    /// Acknowledge a prefix of `acks`, in order, without waiting on the
+    /// connection, and return how many were sent. The committer keeps the
+    /// rest and tries again shortly: an ack must never wait on a connection
+    /// task that may itself be waiting for processing (that would be a
+    /// cycle: processing → committer → connection → processing).
+    fn ack(&mut self, acks: &[PendingAck<T>]) -> impl Future<Output = usize> + Send;
 }
+
+/// How soon acknowledgements the sink could not take are offered again.
+const ACK_RETRY: Duration = Duration::from_millis(10);
+/// How long a stopping committer keeps offering them.
+const ACK_RETRY_AT_STOP: Duration = Duration::from_secs(2);
 
 /// The group-commit task.
 pub struct Committer<T, A> {
@@ -76,10 +85,22 @@ impl<T: Send + 'static, A: AckSink<T>> Committer<T, A> {
         let mut acks: Vec<PendingAck<T>> = Vec::new();
         let mut open = true;
         while open {
-            // Wait for the first request of a group…
-            match rx.recv().await {
-                Some(r) => acks.extend(r.acks),
-                None => break,
+            // Wait for the first request of a group (offering acks the sink
+            // could not take yet every few ms meanwhile)…
+            if acks.is_empty() {
+                match rx.recv().await {
+                    Some(r) => acks.extend(r.acks),
+                    None => break,
+                }
+            } else {
+                match tokio::time::timeout(ACK_RETRY, rx.recv()).await {
+                    Ok(Some(r)) => acks.extend(r.acks),
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.send_acks(&mut acks, &metrics).await;
+                        continue;
+                    }
+                }
             }
             // …then gather more for at most `wait`, up to `max_batch`.
             let deadline = tokio::time::Instant::now() + self.wait;
@@ -114,6 +135,33 @@ impl<T: Send + 'static, A: AckSink<T>> Committer<T, A> {
             acks.extend(r.acks);
         }
         self.commit(&mut acks, &metrics).await;
+        let deadline = Instant::now() + ACK_RETRY_AT_STOP;
+        while !acks.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(ACK_RETRY).await;
+            self.send_acks(&mut acks, &metrics).await;
+        }
+        if !acks.is_empty() {
+            tracing::warn!(
+                unacknowledged = acks.len(),
+                "stopping with stored messages unacknowledged: the broker will deliver them again (duplicates, not loss)"
+            );
+        }
+    }
+
+    /// Offer `acks` to the sink; drop the ones it sent, keep the rest.
+    async fn send_acks(&mut self, acks: &mut Vec<PendingAck<T>>, metrics: &super::OutboxMetrics) {
+        if acks.is_empty() {
+            return;
+        }
+        let sent = self.sink.ack(acks).await.min(acks.len());
+        let now = Instant::now();
+        for a in &acks[..sent] {
+            metrics
+                .ack_latency
+                .observe(now.saturating_duration_since(a.received));
+        }
+        metrics.acked.fetch_add(sent as u64, Ordering::Relaxed);
+        acks.drain(..sent);
     }
 
     /// Flush until it succeeds (a failing disk is retried, never skipped:
@@ -145,23 +193,10 @@ impl<T: Send + 'static, A: AckSink<T>> Committer<T, A> {
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(Duration::from_secs(10));
         }
-        if acks.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        for a in acks.iter() {
-            metrics
-                .ack_latency
-                .observe(now.saturating_duration_since(a.received));
-        }
         metrics
             .commit_acks_sum
             .fetch_add(acks.len() as u64, Ordering::Relaxed);
-        metrics
-            .acked
-            .fetch_add(acks.len() as u64, Ordering::Relaxed);
-        self.sink.ack(acks).await;
-        acks.clear();
+        self.send_acks(acks, metrics).await;
     }
 }
 
@@ -173,10 +208,14 @@ mod tests {
     struct Collect(mpsc::UnboundedSender<u32>);
 
     impl AckSink<u32> for Collect {
-        async fn ack(&mut self, acks: &mut Vec<PendingAck<u32>>) {
-            for a in acks.drain(..) {
+        async fn ack(&mut self, acks: &[PendingAck<u32>]) -> usize {
+            // Take at most 7 at a time: the committer must offer the rest
+            // again, in order.
+            let n = acks.len().min(7);
+            for a in &acks[..n] {
                 let _ = self.0.send(a.token);
             }
+            n
         }
     }
 
