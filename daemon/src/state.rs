@@ -104,14 +104,24 @@ pub fn open_db_with(
             .flush_every_ms(Some(flush_every_ms))
             .open();
         match result {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
         }
+    }
+}
+
+/// Whether opening failed because another handle holds the directory lock.
+/// sled 0.34 reports it as an `Other` I/O error ("could not acquire lock …
+/// WouldBlock"), not as `WouldBlock`.
+pub fn is_locked(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 

@@ -152,7 +152,7 @@ pub fn open_for_inspection(dir: &Path) -> Result<Inspection, InspectError> {
     }
     let (db, snapshot) = match open_quick(dir) {
         Ok(db) => (db, None),
-        Err(e) if is_lock_error(&e) => {
+        Err(e) if crate::state::is_locked(&e) => {
             tracing::debug!(dir = %dir.display(), "data directory in use; snapshotting");
             let snap_err = |source| InspectError::Snapshot {
                 dir: dir.to_path_buf(),
@@ -201,23 +201,11 @@ fn open_quick(dir: &Path) -> Result<sled::Db, sled::Error> {
             .flush_every_ms(None)
             .open();
         match result {
-            Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
+            Err(e) if crate::state::is_locked(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             other => return other,
         }
-    }
-}
-
-/// Whether `e` means another process holds the database. sled 0.34 wraps
-/// the lock failure in an `Other` error naming it.
-fn is_lock_error(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => {
-            io.kind() == io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock")
-        }
-        _ => false,
     }
 }
 

@@ -482,6 +482,32 @@ impl Outbox {
         self.index().map(|i| i.drops.clone()).unwrap_or_default()
     }
 
+    /// Enqueue time of the oldest waiting entry, ms since the epoch (the
+    /// metrics endpoint turns it into an age).
+    pub fn oldest_enqueued_ms(&self) -> Option<i64> {
+        let topics: Vec<(Kind, usize)> = self
+            .index()
+            .map(|ix| {
+                ix.topics
+                    .iter()
+                    .filter(|(_, t)| t.count > 0)
+                    .map(|(k, _)| *k)
+                    .collect()
+            })
+            .unwrap_or_default();
+        topics
+            .into_iter()
+            .filter_map(|(kind, si)| {
+                let first = self
+                    .tree
+                    .scan_prefix(topic_prefix(kind, &self.streams[si]))
+                    .next()?;
+                let (k, v) = first.ok()?;
+                Entry::decode(k, v).ok().map(|e| e.enqueued_ms)
+            })
+            .min()
+    }
+
     /// Resolves when entries were removed (room may be free). One waiter
     /// (processing); a removal while nobody waits is remembered.
     pub fn space(&self) -> tokio::sync::futures::Notified<'_> {
@@ -745,7 +771,8 @@ impl Outbox {
 
     /// Open for inspection like [`Outbox::inspect`], knowing every stream
     /// that ever had a sequence number: topics drained to empty still show
-    /// in [`Outbox::stats`] (depth 0 and their next sequence number).
+    /// in [`Outbox::stats`] (depth 0 and their next sequence number), which
+    /// lists the topics in key order.
     pub fn inspect_with_history(db: &sled::Db) -> Result<Outbox, OutboxError> {
         let tree = db.open_tree(TREE)?;
         let boot = read_u64(&tree, &meta_key(&[b"boot"]))?;
@@ -761,6 +788,8 @@ impl Outbox {
                 streams.push((name.to_string(), FullPolicy::DropOldest));
             }
         }
+        // By name: stats list topics in key order, as `entries` does.
+        streams.sort_by(|a, b| a.0.cmp(&b.0));
         Self::with_boot(tree, OutboxConfig::default(), &streams, boot)
     }
 }
@@ -850,8 +879,10 @@ mod tests {
         let db = crate::state::open_db(dir.path(), 1 << 20).unwrap();
         let ob = Outbox::open(&db, OutboxConfig::default(), &streams).unwrap();
         assert_eq!(ob.boot(), 2);
+        assert_eq!(ob.oldest_enqueued_ms(), None);
         ob.append(&mut [staged(0, Kind::Output, 3)], 2).unwrap();
         assert_eq!(payloads(&ob), [r#"{"seq":3,"boot":2,"n":3}"#]);
+        assert_eq!(ob.oldest_enqueued_ms(), Some(2));
     }
 
     #[test]
