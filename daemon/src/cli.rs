@@ -49,6 +49,182 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Generate an ed25519 signing key: PATH (private, mode 0600) and
+    /// PATH.pub (public, hex). Prints the key id and the public key.
+    Keygen {
+        /// Where to write the private key; the public key goes to PATH.pub.
+        /// Existing files are never overwritten.
+        #[arg(long, short, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Release key sets: the release keys the root keys vouch for
+    /// (rotation and revocation).
+    Keyset {
+        #[command(subcommand)]
+        command: KeysetCommand,
+    },
+    /// Sign a processor module into an OTA bundle for one gateway or a fleet.
+    Sign(SignArgs),
+    /// Check a bundle (or key set) against a gateway's configuration and
+    /// explain the verdict; exit 0 if the gateway would accept it.
+    Verify {
+        /// The bundle or key set.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// The gateway's configuration file ([gateway] id, [ota], [runtime]).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Publish a bundle or key set to a gateway's or a fleet's OTA topic
+    /// (QoS 1) and wait for the broker's acknowledgement.
+    Push(PushArgs),
+}
+
+/// `wasmgate keyset` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysetCommand {
+    /// Sign a release key set with the root key(s).
+    Sign(KeysetSignArgs),
+}
+
+/// Arguments of `wasmgate keyset sign`.
+#[derive(Debug, clap::Args)]
+pub struct KeysetSignArgs {
+    /// A root private key file; repeat for a root threshold above 1.
+    #[arg(long = "root-key", value_name = "FILE", required = true)]
+    pub root_keys: Vec<PathBuf>,
+    /// A release public key: a `.pub` file or 64 hex digits. Repeatable.
+    #[arg(long = "release-key", value_name = "PUBFILE|HEX")]
+    pub release_keys: Vec<String>,
+    /// The id of a release key to refuse from now on. Repeatable.
+    #[arg(long = "revoke", value_name = "KEYID")]
+    pub revoke: Vec<String>,
+    /// Key set version: must be above the one the gateways have.
+    #[arg(long, value_name = "N")]
+    pub version: u64,
+    /// Days until the key set expires (then every bundle is refused until
+    /// a newer key set arrives).
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    pub expires_days: u32,
+    /// Issue time, unix seconds. Default: now.
+    #[arg(long, value_name = "UNIX")]
+    pub issued_at: Option<i64>,
+    /// Where to write the signed key set.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Who a bundle is for (`sign`) or where it goes (`push`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ScopeArgs {
+    /// One gateway, by id.
+    #[arg(long, value_name = "ID")]
+    pub gateway: Option<String>,
+    /// Every gateway of a fleet (`[ota] fleet`).
+    #[arg(long, value_name = "NAME")]
+    pub fleet: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Result<crate::ota::bundle::Scope, String> {
+        use crate::ota::bundle::Scope;
+        let (what, name, scope) = match (&self.gateway, &self.fleet) {
+            (Some(id), _) => ("gateway id", id, Scope::Gateway(id.clone())),
+            (None, Some(f)) => ("fleet", f, Scope::Fleet(f.clone())),
+            // clap requires one of the two.
+            (None, None) => return Err("give --gateway ID or --fleet NAME".into()),
+        };
+        if !crate::config::is_valid_stream_name(name) {
+            return Err(format!(
+                "{what} {name:?}: use only letters, digits, `_` and `-` (it is a topic segment)"
+            ));
+        }
+        Ok(scope)
+    }
+}
+
+/// Arguments of `wasmgate sign`.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// A release private key file; repeat to meet a threshold above 1.
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// The processor module.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub module: PathBuf,
+    /// The processor's name (as in `[[streams.*.processors]] name`).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Human version string, e.g. 1.4.2.
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// Release counter: must be above every release of NAME the gateways
+    /// accepted before.
+    #[arg(long, value_name = "N")]
+    pub release: u64,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Board class the module is built for (`[ota] board`), or `any`.
+    #[arg(long, value_name = "CLASS", default_value = "any")]
+    pub board: String,
+    /// Processor ABI version.
+    #[arg(long, value_name = "N", default_value_t = crate::runtime::abi::ABI_VERSION)]
+    pub abi: u32,
+    /// Days until the manifest expires.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub expires_days: u32,
+    /// Issue time, unix seconds. Default: now.
+    #[arg(long, value_name = "UNIX")]
+    pub issued_at: Option<i64>,
+    /// Fuel per call the module needs (must not exceed the gateway's
+    /// `[runtime] fuel_per_call`).
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+    /// Memory the module needs, bytes (must not exceed the gateway's
+    /// `[runtime] memory_bytes`).
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<u64>,
+    /// Where to write the bundle.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Arguments of `wasmgate push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The bundle or key set.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The broker.
+    #[arg(long, value_name = "HOST")]
+    pub host: String,
+    /// The broker's port.
+    #[arg(long, value_name = "PORT", default_value_t = 1883)]
+    pub port: u16,
+    #[command(flatten)]
+    pub target: ScopeArgs,
+    /// Topic prefix (`[gateway] topic_prefix`).
+    #[arg(long, value_name = "PREFIX", default_value = "wasmgate")]
+    pub prefix: String,
+    /// Publish retained, so gateways that connect later receive it too.
+    #[arg(long)]
+    pub retain: bool,
+    /// Broker user name.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// A file whose first line is the broker password.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// Connect with TLS, trusting this CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// MQTT client id. Default: wasmgate-push-<pid>.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Give up if the broker has not acknowledged within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout_secs: u64,
 }
 
 /// `wasmgate outbox` subcommands.
@@ -173,6 +349,24 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Outbox { command } => outbox_command(command),
+        Command::Keygen { out } => report(ota_cli::keygen(&out)),
+        Command::Keyset {
+            command: KeysetCommand::Sign(args),
+        } => report(ota_cli::keyset_sign(&args)),
+        Command::Sign(args) => report(ota_cli::sign(&args)),
+        Command::Verify { bundle, config } => ota_cli::verify(&bundle, &config),
+        Command::Push(args) => report(ota_cli::push(&args)),
+    }
+}
+
+/// Exit 0, or print the error and exit 1.
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -362,5 +556,547 @@ fn replay_command(args: ReplayArgs) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `keygen`, `keyset sign`, `sign`, `verify` and `push`: signed OTA updates
+/// (see docs/OTA.md). Private key material is never printed.
+mod ota_cli {
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+
+    use ed25519_dalek::{SigningKey, VerifyingKey};
+    use sha2::Digest;
+
+    use super::{KeysetSignArgs, PushArgs, SignArgs};
+    use crate::ota::bundle::{self, KeySet, KeySetKey, Manifest, Target};
+    use crate::ota::keys::{self, key_id};
+    use crate::ota::verify::{self, Context, Rejection, Trust, unix_now};
+
+    const DAY: i64 = 86_400;
+
+    /// `2025-06-15 12:00:00 UTC (1750000000)`.
+    fn time(t: i64) -> String {
+        match chrono::DateTime::from_timestamp(t, 0) {
+            Some(d) => format!("{} ({t})", d.format("%Y-%m-%d %H:%M:%S UTC")),
+            None => t.to_string(),
+        }
+    }
+
+    fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+        std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
+    /// `PATH.pub`.
+    fn pub_path(path: &Path) -> PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".pub");
+        PathBuf::from(s)
+    }
+
+    /// Private keys, each once, in order.
+    fn read_private_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, String> {
+        let mut keys: Vec<SigningKey> = Vec::with_capacity(paths.len());
+        for path in paths {
+            let key = keys::read_private(path).map_err(|e| e.to_string())?;
+            if keys
+                .iter()
+                .any(|k| k.verifying_key() == key.verifying_key())
+            {
+                return Err(format!(
+                    "{}: key {} is given twice",
+                    path.display(),
+                    key_id(&key.verifying_key())
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// A `.pub` file, or 64 hex digits.
+    fn public_key(arg: &str) -> Result<VerifyingKey, String> {
+        let path = Path::new(arg);
+        if arg.len() == 64 && arg.bytes().all(|b| b.is_ascii_hexdigit()) && !path.exists() {
+            return keys::parse_public_hex(arg).map_err(|e| format!("release key {arg}: {e}"));
+        }
+        keys::read_public(path).map_err(|e| e.to_string())
+    }
+
+    pub fn keygen(out: &Path) -> Result<(), String> {
+        let public = pub_path(out);
+        for p in [out, public.as_path()] {
+            if p.exists() {
+                return Err(keys::KeyError::Exists {
+                    path: p.to_path_buf(),
+                }
+                .to_string());
+            }
+        }
+        let key = keys::generate().map_err(|e| e.to_string())?;
+        keys::write_private(out, &key).map_err(|e| e.to_string())?;
+        let vk = key.verifying_key();
+        keys::write_public(&public, &vk).map_err(|e| e.to_string())?;
+        println!("key id:     {}", key_id(&vk));
+        println!("public key: {}", hex::encode(vk.as_bytes()));
+        println!(
+            "wrote {} (private, mode 0600: keep it offline) and {}",
+            out.display(),
+            public.display()
+        );
+        Ok(())
+    }
+
+    pub fn keyset_sign(args: &KeysetSignArgs) -> Result<(), String> {
+        let roots = read_private_keys(&args.root_keys)?;
+        let mut entries: Vec<KeySetKey> = Vec::with_capacity(args.release_keys.len());
+        for arg in &args.release_keys {
+            let vk = public_key(arg)?;
+            if vk.is_weak() {
+                return Err(format!("release key {arg} is a weak (small-order) key"));
+            }
+            let entry = KeySetKey::new(&vk);
+            if entries.iter().any(|e| e.id == entry.id) {
+                return Err(format!("release key {} is given twice", entry.id));
+            }
+            entries.push(entry);
+        }
+        for id in &args.revoke {
+            if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "--revoke {id}: a key id is 16 hex digits (as printed by `wasmgate keygen`)"
+                ));
+            }
+            if entries.iter().any(|e| e.id.eq_ignore_ascii_case(id)) {
+                return Err(format!(
+                    "key {id} is both a release key and revoked; drop one of the two"
+                ));
+            }
+        }
+        if entries.is_empty() {
+            eprintln!("warning: the key set lists no release key: gateways will accept no bundle");
+        }
+        if args.expires_days == 0 {
+            return Err("--expires-days must be at least 1".into());
+        }
+        let issued_at = args.issued_at.unwrap_or_else(unix_now);
+        let expires = issued_at.saturating_add(i64::from(args.expires_days) * DAY);
+        let keyset = KeySet {
+            version: args.version,
+            issued_at,
+            expires,
+            keys: entries,
+            revoked: args.revoke.iter().map(|r| r.to_ascii_lowercase()).collect(),
+        };
+        let bytes = bundle::sign_keyset(&keyset, &roots);
+        write_file(&args.out, &bytes)?;
+        println!("key set version {}", keyset.version);
+        for k in &keyset.keys {
+            println!("  release key {}", k.id);
+        }
+        for r in &keyset.revoked {
+            println!("  revoked     {r}");
+        }
+        println!("  issued  {}", time(issued_at));
+        println!("  expires {}", time(expires));
+        for r in &roots {
+            println!("  signed by root {}", key_id(&r.verifying_key()));
+        }
+        println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+        Ok(())
+    }
+
+    pub fn sign(args: &SignArgs) -> Result<(), String> {
+        if !crate::config::is_valid_stream_name(&args.name) {
+            return Err(format!(
+                "--name {:?}: use only letters, digits, `_` and `-` (it is a topic segment)",
+                args.name
+            ));
+        }
+        if args.board.is_empty() {
+            return Err("--board must not be empty (use `any` for every board)".into());
+        }
+        if args.expires_days == 0 {
+            return Err("--expires-days must be at least 1".into());
+        }
+        let scope = args.scope.scope()?;
+        let keys = read_private_keys(&args.keys)?;
+        let module = read_file(&args.module)?;
+        if args.abi == crate::runtime::abi::ABI_VERSION {
+            // Signing something that is not a processor is always a mistake.
+            let runtime = crate::runtime::Runtime::new(crate::runtime::Limits::default())
+                .map_err(|e| e.to_string())?;
+            runtime.load_bytes(&args.name, &module).map_err(|e| {
+                format!(
+                    "{} is not a loadable wasmgate processor: {e}",
+                    args.module.display()
+                )
+            })?;
+        }
+        let issued_at = args.issued_at.unwrap_or_else(unix_now);
+        let manifest = Manifest {
+            name: args.name.clone(),
+            version: args.version.clone(),
+            release: args.release,
+            sha256: sha2::Sha256::digest(&module).into(),
+            length: module.len() as u64,
+            target: Target {
+                abi: args.abi,
+                board: args.board.clone(),
+            },
+            scope,
+            issued_at,
+            expires: issued_at.saturating_add(i64::from(args.expires_days) * DAY),
+            fuel: args.fuel,
+            memory: args.memory,
+            key_ids: keys.iter().map(|k| key_id(&k.verifying_key())).collect(),
+        };
+        let bytes = bundle::sign_bundle(&manifest, &module, &keys);
+        write_file(&args.out, &bytes)?;
+        print_manifest(&manifest);
+        println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+        Ok(())
+    }
+
+    fn print_manifest(m: &Manifest) {
+        println!("manifest {} {} (release {})", m.name, m.version, m.release);
+        println!(
+            "  module   {} bytes, sha256 {}",
+            m.length,
+            hex::encode(m.sha256)
+        );
+        println!("  target   abi {}, board {}", m.target.abi, m.target.board);
+        println!("  scope    {}", m.scope);
+        println!("  issued   {}", time(m.issued_at));
+        println!("  expires  {}", time(m.expires));
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        println!("  requests fuel {}, memory {}", opt(m.fuel), opt(m.memory));
+        println!("  key ids  {}", m.key_ids.join(", "));
+    }
+
+    fn line(what: &str, result: &Result<(), Rejection>) {
+        match result {
+            Ok(()) => println!("  {what:<9} ok"),
+            Err(r) => println!("  {what:<9} FAIL {}: {r}", r.reason()),
+        }
+    }
+
+    fn print_signatures(checks: &[verify::SignatureCheck], threshold: usize) {
+        println!("signatures (threshold {threshold}):");
+        if checks.is_empty() {
+            println!("  (none)");
+        }
+        for c in checks {
+            println!("  {}  {}", c.key_id, c.status.describe());
+        }
+    }
+
+    fn verdict<T>(result: Result<T, Rejection>, extra: &str) -> ExitCode {
+        match result {
+            Ok(_) => {
+                println!("verdict: accepted{extra}");
+                ExitCode::SUCCESS
+            }
+            Err(r) => {
+                println!("verdict: rejected ({}): {r}", r.reason());
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    pub fn verify(file: &Path, config_file: &Path) -> ExitCode {
+        match verify_inner(file, config_file) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn verify_inner(file: &Path, config_file: &Path) -> Result<ExitCode, String> {
+        let config = crate::config::Config::load(config_file).map_err(|e| e.to_string())?;
+        let ota = &config.ota;
+        if !ota.enabled() {
+            return Err(format!(
+                "{}: [ota] root_keys is empty, so this gateway accepts no update (OTA is off)",
+                config_file.display()
+            ));
+        }
+        let bytes = read_file(file)?;
+        let now = unix_now();
+        // Roots first; the key set file separately, to explain it.
+        let mut trust = Trust::from_config(&crate::ota::OtaConfig {
+            keyset_file: None,
+            ..ota.clone()
+        })?;
+        println!("config {}:", config_file.display());
+        println!(
+            "  gateway {}, fleet {}, board {}, processor ABI {}",
+            config.gateway.id,
+            ota.fleet.as_deref().unwrap_or("-"),
+            ota.board,
+            crate::runtime::abi::ABI_VERSION
+        );
+        println!(
+            "  root keys {} (threshold {}), release threshold {}",
+            trust
+                .roots
+                .iter()
+                .map(key_id)
+                .collect::<Vec<_>>()
+                .join(", "),
+            trust.root_threshold,
+            trust.threshold
+        );
+        if let Some(path) = &ota.keyset_file {
+            let path = match config_file.parent() {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.clone(),
+            };
+            let ks_bytes = read_file(&path)?;
+            match verify::verify_keyset(&ks_bytes, &trust, None, now) {
+                Ok(ks) => {
+                    println!(
+                        "  key set {}: version {}, release keys {}, revoked {}, expires {}",
+                        path.display(),
+                        ks.version,
+                        join_ids(ks.keys.iter().map(|k| k.id.as_str())),
+                        join_ids(ks.revoked.iter().map(String::as_str)),
+                        time(ks.expires)
+                    );
+                    trust.keyset = Some(ks);
+                }
+                Err(r) => println!(
+                    "  key set {}: REFUSED ({}): {r}",
+                    path.display(),
+                    r.reason()
+                ),
+            }
+        } else {
+            println!("  key set: none configured (the gateway may have received one over MQTT)");
+        }
+        println!("  now {}", time(now));
+        println!();
+        if bundle::is_keyset(&bytes) {
+            return Ok(verify_keyset_file(file, &bytes, &trust, now));
+        }
+        let cx = Context {
+            gateway_id: &config.gateway.id,
+            fleet: ota.fleet.as_deref(),
+            board: &ota.board,
+            abi: crate::runtime::abi::ABI_VERSION,
+            max_bundle_bytes: ota.max_bundle_bytes,
+            max_fuel: config.runtime.fuel_per_call,
+            max_memory: config.runtime.memory_bytes,
+            now,
+            stored_release: None,
+        };
+        println!("bundle {}: {} bytes", file.display(), bytes.len());
+        let b = match verify::decode_capped(&bytes, &cx) {
+            Ok(b) => b,
+            Err(r) => return Ok(verdict::<()>(Err(r), "")),
+        };
+        print_manifest(&b.manifest);
+        println!("  module is {} bytes", b.module.len());
+        match trust.release_keys(None) {
+            Ok(ks) => {
+                let (checks, _) = verify::bundle_signatures(&b, ks, trust.threshold);
+                print_signatures(&checks, trust.threshold);
+            }
+            Err(r) => println!("signatures: not checked ({}): {r}", r.reason()),
+        }
+        let m = &b.manifest;
+        println!("checks:");
+        line("key set", &trust.release_keys(Some(now)).map(drop));
+        line("module", &verify::check_module(m, b.module));
+        line("target", &verify::check_target(m, &cx));
+        line("scope", &verify::check_scope(m, &cx));
+        line("validity", &verify::check_validity(m, now));
+        line("policy", &verify::check_policy(m, &cx));
+        println!(
+            "  release   not checked: only the gateway knows the last release of {} it \
+             accepted; {} must be above it (a gateway's own clock floor may also be later \
+             than this machine's clock)",
+            m.name, m.release
+        );
+        Ok(verdict(
+            verify::verify_bundle(&bytes, &trust, &cx),
+            " (if its release is above the gateway's stored one)",
+        ))
+    }
+
+    fn join_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+        let v: Vec<&str> = ids.collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    fn verify_keyset_file(file: &Path, bytes: &[u8], trust: &Trust, now: i64) -> ExitCode {
+        println!("key set {}: {} bytes", file.display(), bytes.len());
+        match bundle::decode_keyset(bytes) {
+            Ok(signed) => {
+                let ks = &signed.keyset;
+                println!("  version {}", ks.version);
+                println!(
+                    "  release keys {}",
+                    join_ids(ks.keys.iter().map(|k| k.id.as_str()))
+                );
+                println!(
+                    "  revoked {}",
+                    join_ids(ks.revoked.iter().map(String::as_str))
+                );
+                println!("  issued  {}", time(ks.issued_at));
+                println!("  expires {}", time(ks.expires));
+                let (checks, _) = verify::keyset_signatures(&signed, trust);
+                print_signatures(&checks, trust.root_threshold);
+            }
+            Err(e) => println!("  {e}"),
+        }
+        let current = trust.keyset.as_ref().map(|k| k.version);
+        let extra = match current {
+            Some(v) => format!(" (newer than the configured key set, version {v})"),
+            None => String::new(),
+        };
+        verdict(verify::verify_keyset(bytes, trust, current, now), &extra)
+    }
+
+    pub fn push(args: &PushArgs) -> Result<(), String> {
+        use crate::ota::bundle::Scope;
+
+        let bytes = read_file(&args.file)?;
+        let target = args.target.scope()?;
+        if args.prefix.is_empty() || args.prefix.contains(['+', '#']) {
+            return Err(format!("--prefix {:?}: not a topic prefix", args.prefix));
+        }
+        let topic = match &target {
+            Scope::Gateway(id) => format!("{}/{id}/ota", args.prefix),
+            Scope::Fleet(f) => format!("{}/fleet/{f}/ota", args.prefix),
+        };
+        let what = if bundle::is_keyset(&bytes) {
+            let ks = bundle::decode_keyset(&bytes)
+                .map_err(|e| format!("{}: not a valid key set: {e}", args.file.display()))?;
+            format!("key set version {}", ks.keyset.version)
+        } else {
+            let b = bundle::decode_bundle(&bytes).map_err(|e| {
+                format!(
+                    "{}: neither a bundle nor a key set: {e}",
+                    args.file.display()
+                )
+            })?;
+            if b.manifest.scope != target {
+                eprintln!(
+                    "warning: the bundle is signed for {}, pushed to {}: gateways there \
+                     will reject it (wrong-scope)",
+                    b.manifest.scope, target
+                );
+            }
+            format!(
+                "bundle {} {} (release {})",
+                b.manifest.name, b.manifest.version, b.manifest.release
+            )
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        rt.block_on(publish(args, &topic, bytes.clone()))?;
+        println!(
+            "pushed {what} ({} bytes) to {topic} on {}:{} (QoS 1{}): acknowledged",
+            bytes.len(),
+            args.host,
+            args.port,
+            if args.retain { ", retained" } else { "" }
+        );
+        Ok(())
+    }
+
+    async fn publish(args: &PushArgs, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+        use rumqttc::{
+            AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+        };
+        use std::time::Duration;
+
+        let client_id = args
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("wasmgate-push-{}", std::process::id()));
+        let mut opts = MqttOptions::new(client_id, args.host.clone(), args.port);
+        let max = payload.len() + topic.len() + (16 << 10);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_max_packet_size(max.max(1 << 20), max);
+        if let Some(user) = &args.username {
+            let password = match &args.password_file {
+                Some(f) => String::from_utf8_lossy(&read_file(f)?)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                None => String::new(),
+            };
+            opts.set_credentials(user.clone(), password);
+        }
+        if let Some(ca) = &args.ca_file {
+            crate::mqtt::install_crypto_provider();
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca: read_file(ca)?,
+                alpn: None,
+                client_auth: None,
+            }));
+        }
+        let (client, mut events) = AsyncClient::new(opts, 10);
+        client
+            .publish(topic, QoS::AtLeastOnce, args.retain, payload)
+            .await
+            .map_err(|e| format!("cannot queue the publication: {e}"))?;
+        let broker = format!("{}:{}", args.host, args.port);
+        let acked = async {
+            let mut pkid = None;
+            loop {
+                match events.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Publish(id))) => pkid = Some(id),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == pkid => {
+                        return Ok(());
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(ack)))
+                        if ack.code != rumqttc::ConnectReturnCode::Success =>
+                    {
+                        return Err(format!(
+                            "broker {broker} refused the connection: {:?}",
+                            ack.code
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("broker {broker}: {e}")),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(args.timeout_secs), acked)
+            .await
+            .map_err(|_| {
+                format!(
+                    "broker {broker} did not acknowledge within {} s",
+                    args.timeout_secs
+                )
+            })??;
+        // A clean goodbye; the publication is already acknowledged.
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(())
     }
 }

@@ -36,6 +36,7 @@ use crate::cbor;
 use crate::detect::{DetectorSetConfig, DetectorSpec};
 use crate::outbox::uplink::UplinkConfig;
 use crate::outbox::{FullPolicy, OutboxConfig};
+use crate::ota::OtaConfig;
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
 use crate::settings::{GatewayConfig, HttpConfig, MqttConfig, SourceConfig, StorageConfig};
@@ -62,6 +63,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Where the outbox is published (`[uplink]`).
     pub uplink: UplinkConfig,
+    /// Signed module updates (`[ota]`).
+    pub ota: OtaConfig,
     /// Limits and supervision settings for every processor (`[runtime]`).
     pub runtime: Limits,
     /// Inputs, by name (`[sources.<name>]`).
@@ -279,6 +282,7 @@ struct RawConfig {
     http: Option<Spanned<HttpConfig>>,
     outbox: Option<Spanned<OutboxConfig>>,
     uplink: Option<Spanned<UplinkConfig>>,
+    ota: Option<Spanned<OtaConfig>>,
     runtime: Option<Spanned<Limits>>,
     sources: Option<BTreeMap<String, Spanned<SourceConfig>>>,
     streams: Option<BTreeMap<String, Spanned<RawStream>>>,
@@ -371,6 +375,7 @@ impl Config {
             http: HttpConfig::default(),
             outbox: OutboxConfig::default(),
             uplink: UplinkConfig::default(),
+            ota: OtaConfig::default(),
             runtime: Limits::default(),
             sources: BTreeMap::new(),
             streams: BTreeMap::from([(REPLAY_STREAM.to_string(), stream)]),
@@ -415,6 +420,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
     let http = section(&cx, raw.http, "http", |_| Ok(()))?;
     let outbox = section(&cx, raw.outbox, "outbox", OutboxConfig::validate)?;
     let uplink = section(&cx, raw.uplink, "uplink", UplinkConfig::validate)?;
+    let ota = section(&cx, raw.ota, "ota", OtaConfig::validate)?;
     let mut sources = BTreeMap::new();
     for (name, src) in raw.sources.unwrap_or_default() {
         let span = src.span();
@@ -639,6 +645,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
         http,
         outbox,
         uplink,
+        ota,
         runtime,
         sources,
         streams,

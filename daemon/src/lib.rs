@@ -21,6 +21,13 @@
 //!   mod.rs           sled layout, append with budget policy, stats, export
 //!   commit.rs        group commit: one flush, then the inbound acks, in order
 //!   uplink.rs        QoS 1 publishing of the outbox, in-flight window, reconnect
+//!   inspect.rs       `wasmgate outbox stats|export`
+//! ota/               signed module updates over MQTT
+//!   bundle.rs        CBOR bundle and key-set formats, signing
+//!   keys.rs          ed25519 key files, key ids
+//!   verify.rs        every check, each with its rejection reason
+//!   store.rs         counters, time floor, key set, active bundles in sled
+//!   task.rs          receive → verify → persist → shadow run → swap → watch → roll back
 //! ratelimit.rs       log-line rate limiting for peer-triggered warnings
 //! pipeline.rs        a stream's processor chain: route → batch → modules in order
 //! runtime/           the Wasm processor runtime (wasmi)
@@ -51,6 +58,7 @@ pub mod config;
 pub mod detect;
 pub mod metrics;
 pub mod mqtt;
+pub mod ota;
 pub mod outbox;
 pub mod pattern;
 pub mod pipeline;

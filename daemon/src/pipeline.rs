@@ -66,7 +66,16 @@ pub struct Stream {
     pending_since: Option<Instant>,
     span: (u64, u64),
     batch_size: usize,
+    /// Per chain position, a recent input batch (for shadow runs of a new
+    /// module version), refreshed at most every [`SAMPLE_EVERY`].
+    samples: Vec<Vec<Reading>>,
+    sampled_at: Option<Instant>,
+    sampling: bool,
 }
+
+/// How often a stream copies a batch's inputs for shadow runs: one copy a
+/// second bounds the cost to ≤ 64 reading clones per second per stream.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl Stream {
     /// Build a stream from its configuration, instantiating every module.
@@ -114,6 +123,9 @@ impl Stream {
             pending_since: None,
             span: (0, 0),
             batch_size,
+            samples: vec![Vec::new(); config.processors.len()],
+            sampled_at: None,
+            sampling: false,
         })
     }
 
@@ -142,13 +154,53 @@ impl Stream {
         &self.chain
     }
 
+    /// The chain positions of the processor called `name`.
+    pub fn positions_of(&self, name: &str) -> Vec<usize> {
+        self.chain
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.name() == name)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// A recent input batch of the module at `position` (empty if none yet).
+    pub fn sample(&self, position: usize) -> &[Reading] {
+        self.samples.get(position).map_or(&[], |s| s.as_slice())
+    }
+
+    /// Put `module` at `position` and return the one it replaces. Called
+    /// between batches, so the partly filled batch goes to the new module:
+    /// no reading is dropped or processed twice.
+    pub fn replace_module(&mut self, position: usize, module: Supervisor) -> Option<Supervisor> {
+        let slot = self.chain.get_mut(position)?;
+        Some(std::mem::replace(slot, module))
+    }
+
+    /// The module at `position`.
+    pub fn module_at(&self, position: usize) -> Option<&Supervisor> {
+        self.chain.get(position)
+    }
+
     /// Run `batch` through the chain now.
     pub fn run(&mut self, batch: Vec<Reading>, span: (u64, u64)) -> BatchResult<'_> {
         let mut data = batch;
         let mut errors = Vec::new();
-        for module in &mut self.chain {
+        let sample = self.sampling
+            && self
+                .sampled_at
+                .is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
+        if sample {
+            self.sampled_at = Some(Instant::now());
+        }
+        for (i, module) in self.chain.iter_mut().enumerate() {
             if data.is_empty() {
                 break;
+            }
+            if sample {
+                if let Some(s) = self.samples.get_mut(i) {
+                    s.clone_from(&data);
+                }
             }
             let step = module.process(data);
             if let Some(e) = step.error {
@@ -204,6 +256,13 @@ impl Pipeline {
     /// The streams, in name order.
     pub fn streams(&self) -> &[Stream] {
         &self.streams
+    }
+
+    /// Keep recent module inputs for shadow runs (the daemon with OTA on).
+    pub fn keep_samples(&mut self, on: bool) {
+        for s in &mut self.streams {
+            s.sampling = on;
+        }
     }
 
     /// Record every detector verdict per output (`replay` prints them).

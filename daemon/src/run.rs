@@ -41,6 +41,9 @@ use crate::config::Config;
 use crate::mqtt::{self, MqttIngest, Topics};
 use crate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
 use crate::outbox::uplink::Uplink;
+use crate::ota::store::OtaStore;
+use crate::ota::task::{Deploy, Deployer, OtaMetrics, OtaTask, Outcome};
+use crate::ota::verify::Trust;
 use crate::outbox::{Kind, Outbox, OutboxError, Staged};
 use crate::pipeline::{BatchResult, Pipeline, PipelineError};
 use crate::ratelimit::LogLimiter;
@@ -82,6 +85,9 @@ pub enum RunError {
     /// The GPIO alarm could not be opened.
     #[error("{0}")]
     Alarm(#[from] crate::alarm::AlarmError),
+    /// OTA could not be set up (keys, key set, storage).
+    #[error("ota: {0}")]
+    Ota(String),
 }
 
 /// Counters of the running gateway (exported by the metrics endpoint later;
@@ -224,17 +230,74 @@ pub async fn run(
         .run(commit_rx),
     );
     let broker = config.uplink.broker(&config.mqtt);
-    let uplink_stop = CancellationToken::new();
-    let uplink = tokio::spawn(
-        Uplink::new(
-            outbox.clone(),
-            mqtt::uplink_options(broker, &config.mqtt, &config.gateway)?,
-            topics.clone(),
-            &config.uplink,
-            broker,
-        )
-        .run(uplink_stop.clone()),
+    let mut uplink = Uplink::new(
+        outbox.clone(),
+        mqtt::uplink_options(broker, &config.mqtt, &config.gateway)?,
+        topics.clone(),
+        &config.uplink,
+        broker,
     );
+
+    // OTA: bundles arrive on the uplink connection, are verified by the OTA
+    // task and deployed by the processing task (between batches).
+    let mut deployer = Deployer::new(&config.ota);
+    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<Outcome>();
+    let mut deploy_rx = None;
+    let mut ota_task = None;
+    let ota_stop = CancellationToken::new();
+    if config.ota.enabled() {
+        pipeline.keep_samples(true);
+        let ota_err = |e: String| RunError::Ota(e);
+        let store = OtaStore::open(&db).map_err(|e| ota_err(e.to_string()))?;
+        let trust = Trust::from_config(&config.ota).map_err(ota_err)?;
+        let configured = pipeline
+            .streams()
+            .iter()
+            .flat_map(|s| s.modules().iter())
+            .map(|m| (m.name().to_string(), m.module().sha256_hex()))
+            .collect();
+        let (deploy_tx, rx) = mpsc::channel(4);
+        deploy_rx = Some(rx);
+        let (side_tx, side_rx) = mpsc::channel(64);
+        let (in_tx, in_rx) = mpsc::channel(4);
+        let base = format!("{}/{}", config.gateway.topic_prefix, config.gateway.id);
+        let mut filters = vec![format!("{base}/ota")];
+        if let Some(f) = &config.ota.fleet {
+            filters.push(format!("{}/fleet/{f}/ota", config.gateway.topic_prefix));
+        }
+        let mut task = OtaTask {
+            config: config.ota.clone(),
+            trust,
+            store,
+            gateway_id: config.gateway.id.clone(),
+            topic_base: base,
+            max_fuel: config.runtime.fuel_per_call,
+            max_memory: config.runtime.memory_bytes,
+            configured,
+            deploy: deploy_tx,
+            outcomes: outcome_rx,
+            publish: side_tx,
+            metrics: Arc::new(OtaMetrics::default()),
+        };
+        task.load_stored_keyset();
+        let restored = task.restore_all(&mut deployer, &mut pipeline);
+        tracing::info!(
+            topics = ?filters,
+            restored = restored.len(),
+            "OTA on: listening for signed bundles"
+        );
+        let max_in = config.ota.max_bundle_bytes.saturating_mul(2) + (64 << 10);
+        uplink = uplink.with_ota(filters, in_tx, side_rx, max_in, config.mqtt.max_packet_bytes);
+        let stop = ota_stop.clone();
+        ota_task = Some(tokio::spawn(async move {
+            task.announce(&restored).await;
+            task.run(in_rx, stop).await;
+        }));
+    } else {
+        drop(outcome_rx);
+    }
+    let uplink_stop = CancellationToken::new();
+    let uplink = tokio::spawn(uplink.run(uplink_stop.clone()));
 
     {
         let token = token.clone();
@@ -268,10 +331,11 @@ pub async fn run(
     };
     let started = std::time::Instant::now();
     let mono_ms = || started.elapsed().as_millis() as u64;
-    let mut work = Work::new(outbox.clone(), stats.clone(), commit_tx);
+    let mut work = Work::new(outbox.clone(), stats.clone(), commit_tx, deployer);
     let mut abandoned = false;
     loop {
         let due = pipeline.next_due(BATCH_WAIT);
+        let watch_due = work.deployer.next_deadline();
         let alarm_due = alarm
             .as_ref()
             .and_then(|a| a.next_deadline())
@@ -305,7 +369,18 @@ pub async fn run(
                 });
             }
             _ = sleep_until(alarm_due), if alarm_due.is_some() => {}
+            _ = sleep_until(watch_due), if watch_due.is_some() => {}
+            d = recv_deploy(&mut deploy_rx) => match d {
+                Some((d, reply)) => {
+                    let outcome = tokio::task::block_in_place(|| work.deployer.deploy(&mut pipeline, &d));
+                    let _ = reply.send(outcome);
+                }
+                None => deploy_rx = None,
+            },
             _ = flush_tick.tick() => save_detectors(&mut pipeline, &detector_tree),
+        }
+        for o in work.deployer.tick(&mut pipeline) {
+            let _ = outcome_tx.send(o);
         }
         if !work.settle(&pipeline, &token).await {
             abandoned = true;
@@ -326,6 +401,7 @@ pub async fn run(
     }
     // Senders blocked on a full queue (after an abandon) are released.
     drop(src_rx);
+    drop(deploy_rx);
     if !abandoned {
         tokio::task::block_in_place(|| {
             let mut sink = |r: BatchResult<'_>| work.stage(r);
@@ -354,6 +430,10 @@ pub async fn run(
             tracing::warn!("ingest broker did not confirm the disconnect within 5 s");
         }
         mqtt_stop.cancel();
+    }
+    ota_stop.cancel();
+    if let Some(t) = ota_task {
+        let _ = t.await;
     }
     uplink_stop.cancel();
     let _ = uplink.await;
@@ -415,6 +495,16 @@ fn log_totals(
     }
 }
 
+/// A deployment request from the OTA task (never, with OTA off).
+type DeployRequest = (Deploy, tokio::sync::oneshot::Sender<Outcome>);
+
+async fn recv_deploy(rx: &mut Option<mpsc::Receiver<DeployRequest>>) -> Option<DeployRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(due: Option<std::time::Instant>) {
     if let Some(t) = due {
         tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
@@ -437,6 +527,8 @@ struct Work {
     full_log: LogLimiter,
     /// Since when a `reject-new` stream has been waiting for room.
     blocked_since: Option<std::time::Instant>,
+    /// OTA swaps and the watch over new versions.
+    deployer: Deployer,
 }
 
 impl Work {
@@ -444,6 +536,7 @@ impl Work {
         outbox: Arc<Outbox>,
         stats: Arc<RunStats>,
         commit: mpsc::Sender<CommitRequest<u16>>,
+        deployer: Deployer,
     ) -> Self {
         Work {
             outbox,
@@ -455,6 +548,7 @@ impl Work {
             waiting: VecDeque::new(),
             full_log: LogLimiter::new(5, Duration::from_secs(60)),
             blocked_since: None,
+            deployer,
         }
     }
 
@@ -480,6 +574,7 @@ impl Work {
 
     /// Turn a batch result into outbox entries (anomaly events first).
     fn stage(&mut self, result: BatchResult<'_>) -> Result<(), ()> {
+        self.deployer.observe(&result.errors);
         let Some(stream) = self.outbox.stream_index(result.stream) else {
             return Ok(());
         };

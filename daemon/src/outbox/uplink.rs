@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Kind, Outbox};
 use crate::mqtt::{STATUS_OFFLINE, STATUS_ONLINE, Topics};
+use crate::ota::task::SidePublish;
 use crate::settings::MqttConfig;
 use crate::sources::now_ms;
 
@@ -86,6 +87,7 @@ enum LinkEvent {
     Connected(AsyncClient),
     Sent(u16),
     PubAck(u16),
+    Inbound(String, Vec<u8>),
     Down(String),
     Closed,
 }
@@ -95,6 +97,7 @@ enum LinkEvent {
 enum Item {
     Entry { key: sled::IVec, enqueued_ms: i64 },
     Status,
+    Side,
 }
 
 /// State of one connection.
@@ -124,6 +127,13 @@ pub struct Uplink {
     window: usize,
     backoff: (u64, u64),
     grace: Duration,
+    /// Filters subscribed on every connect (OTA topics) and where their
+    /// messages go.
+    subscriptions: Vec<String>,
+    inbound: Option<mpsc::Sender<Vec<u8>>>,
+    /// Retained publications of other stages (module state), latest per
+    /// topic kept while disconnected.
+    side: Option<mpsc::Receiver<SidePublish>>,
 }
 
 impl Uplink {
@@ -147,13 +157,35 @@ impl Uplink {
             window: usize::from(config.inflight),
             backoff: (broker.reconnect_min_ms, broker.reconnect_max_ms),
             grace: Duration::from_millis(config.stop_grace_ms),
+            subscriptions: Vec::new(),
+            inbound: None,
+            side: None,
         }
+    }
+
+    /// Also subscribe to `filters` (QoS 1) on every connect and hand their
+    /// payloads to `inbound` (accepting packets up to `max_incoming` bytes),
+    /// and publish what arrives on `side`.
+    pub fn with_ota(
+        mut self,
+        filters: Vec<String>,
+        inbound: mpsc::Sender<Vec<u8>>,
+        side: mpsc::Receiver<SidePublish>,
+        max_incoming: usize,
+        max_outgoing: usize,
+    ) -> Uplink {
+        self.options
+            .set_max_packet_size(max_incoming.max(max_outgoing), max_outgoing);
+        self.subscriptions = filters;
+        self.inbound = Some(inbound);
+        self.side = Some(side);
+        self
     }
 
     /// Publish until `stop` is cancelled; then send the retained "offline"
     /// status, wait up to the grace period for outstanding PUBACKs and
     /// disconnect.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let (ev_tx, mut ev_rx) = mpsc::channel(self.window * 2 + 16);
         let driver_stop = CancellationToken::new();
         let driver = tokio::spawn(drive(
@@ -165,6 +197,8 @@ impl Uplink {
         ));
         let metrics = self.outbox.metrics().clone();
         let mut conn: Option<Conn> = None;
+        let mut side = self.side.take();
+        let mut pending_side: std::collections::BTreeMap<String, SidePublish> = Default::default();
         loop {
             tokio::select! {
                 biased;
@@ -173,9 +207,31 @@ impl Uplink {
                     Some(ev) => self.on_event(ev, &mut conn),
                     None => break,
                 },
+                p = recv_side(&mut side) => match p {
+                    Some(p) => {
+                        pending_side.insert(p.topic.clone(), p);
+                    }
+                    None => side = None,
+                },
                 _ = self.outbox.durable(), if conn.is_some() => {}
             }
             if let Some(c) = conn.as_mut() {
+                // Side publications first: few, small, and the operator is
+                // waiting for them.
+                while c.outstanding() < self.window + 4 {
+                    let Some(topic) = pending_side.keys().next().cloned() else {
+                        break;
+                    };
+                    let Some(p) = pending_side.remove(&topic) else { break };
+                    if c.client
+                        .try_publish(p.topic.clone(), QoS::AtLeastOnce, p.retain, p.payload.clone())
+                        .is_err()
+                    {
+                        pending_side.insert(topic, p);
+                        break;
+                    }
+                    c.queued.push_back(Item::Side);
+                }
                 self.fill(c);
             }
         }
@@ -239,6 +295,11 @@ impl Uplink {
                 {
                     c.queued.push_back(Item::Status);
                 }
+                for f in &self.subscriptions {
+                    if let Err(e) = c.client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(filter = %f, error = %e, "uplink: subscribe failed");
+                    }
+                }
                 *conn = Some(c);
             }
             LinkEvent::Sent(pkid) => {
@@ -264,7 +325,7 @@ impl Uplink {
                             tracing::error!(error = %e, "outbox: removing a delivered entry failed");
                         }
                     }
-                    Some(Item::Status) => {}
+                    Some(Item::Status | Item::Side) => {}
                     None => tracing::debug!(pkid, "uplink: PUBACK for an unknown packet"),
                 }
             }
@@ -285,6 +346,13 @@ impl Uplink {
                         unacknowledged = resend,
                         "uplink lost; the outbox keeps everything until it is back"
                     );
+                }
+            }
+            LinkEvent::Inbound(topic, payload) => {
+                if let Some(tx) = &self.inbound {
+                    if tx.try_send(payload).is_err() {
+                        tracing::warn!(topic = %topic, "OTA queue full: message dropped (send it again)");
+                    }
                 }
             }
             LinkEvent::Closed => {
@@ -352,6 +420,13 @@ impl Uplink {
     }
 }
 
+async fn recv_side(side: &mut Option<mpsc::Receiver<SidePublish>>) -> Option<SidePublish> {
+    match side {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Poll a connection's event loop, report, and rebuild it after errors.
 async fn drive(
     options: MqttOptions,
@@ -376,6 +451,9 @@ async fn drive(
                     LinkEvent::Connected(client.clone())
                 }
                 Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::PubAck(a.pkid),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    LinkEvent::Inbound(p.topic.clone(), p.payload.to_vec())
+                }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     let _ = events.send(LinkEvent::Closed).await;

@@ -137,6 +137,21 @@ impl Supervisor {
         &self.module
     }
 
+    /// What the module's instances are connected to (state, clock, config).
+    pub fn env(&self) -> &HostEnv {
+        &self.env
+    }
+
+    /// The failure policy in force.
+    pub fn policy(&self) -> FailurePolicy {
+        self.policy
+    }
+
+    /// The runtime the module was loaded into.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// Statistics so far.
     pub fn stats(&self) -> &ModuleStats {
         &self.stats
