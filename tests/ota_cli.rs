@@ -315,6 +315,32 @@ fn ota_verify_explains_rejections() {
         stdout(&out)
     );
 
+    // The configured key set expired: kept, but nothing new is installed.
+    ok(&wasmgate(&[
+        "keyset",
+        "sign",
+        "--root-key",
+        s(&setup.path("root.key")),
+        "--release-key",
+        s(&setup.path("release.key.pub")),
+        "--version",
+        "1",
+        "--issued-at",
+        "1000000000",
+        "--expires-days",
+        "1",
+        "--out",
+        s(&setup.keyset),
+    ]));
+    let out = setup.verify(&bundle);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("EXPIRED"), "{text}");
+    assert!(
+        text.contains("verdict: rejected (keyset-expired)"),
+        "{text}"
+    );
+
     // A config with OTA off says so.
     let off = setup.path("off.toml");
     std::fs::write(&off, "[gateway]\nid = \"gw-1\"\n").unwrap();
@@ -463,6 +489,18 @@ async fn ota_push_publishes_on_the_gateway_and_fleet_topics() {
     assert!(stderr(&out).contains("wrong-scope"), "{}", stderr(&out));
     let (topic, _) = next_publish(&mut ev, 10).await;
     assert_eq!(topic, fleet_topic);
+
+    // Retained: a gateway that subscribes later still gets it.
+    let late_topic = format!("{prefix}/gw-late/ota");
+    let late = setup.sign("late.cbor", &["--gateway", "gw-late"]);
+    let mut args = common(&late, ["--gateway", "gw-late"]);
+    args.push("--retain".into());
+    let text = ok(&push(args).await);
+    assert!(text.contains("retained"), "{text}");
+    let (_late_sub, mut late_ev) = subscriber(std::slice::from_ref(&late_topic)).await;
+    let (topic, payload) = next_publish(&mut late_ev, 10).await;
+    assert_eq!(topic, late_topic);
+    assert_eq!(payload, std::fs::read(&late).unwrap());
 
     // Not a bundle: refused before connecting.
     let junk = setup.path("junk");

@@ -132,7 +132,12 @@ fn swap_while_readings_flow_processes_each_reading_exactly_once() {
     assert_eq!(seen.len(), 1000, "every reading produced an output");
     let mut switched_at = None;
     for (n, values) in &seen {
-        assert_eq!(values.len(), 1, "reading {n} processed {} times", values.len());
+        assert_eq!(
+            values.len(),
+            1,
+            "reading {n} processed {} times",
+            values.len()
+        );
         let v = values[0];
         if v == *n as f64 {
             assert!(switched_at.is_none(), "v1 output for {n} after the swap");
@@ -173,11 +178,20 @@ fn a_version_failing_its_shadow_run_is_refused_and_the_old_one_keeps_running() {
         push(&mut p, n, &mut seen);
     }
     p.flush(&mut record(&mut seen)).unwrap();
-    assert!(seen.iter().all(|(n, v)| v == &[*n as f64]), "v1 outputs only");
+    assert!(
+        seen.iter().all(|(n, v)| v == &[*n as f64]),
+        "v1 outputs only"
+    );
     assert_eq!(seen.len(), 200);
 
     let not_wasm = d.deploy(&mut p, &deploy(b"not wasm".to_vec(), "junk"));
-    assert!(matches!(not_wasm, Outcome::Rejected { reason: "load-failed", .. }));
+    assert!(matches!(
+        not_wasm,
+        Outcome::Rejected {
+            reason: "load-failed",
+            ..
+        }
+    ));
     let other_name = d.deploy(
         &mut p,
         &Deploy {

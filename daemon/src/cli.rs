@@ -71,7 +71,7 @@ pub enum Command {
         /// The bundle or key set.
         #[arg(value_name = "BUNDLE")]
         bundle: PathBuf,
-        /// The gateway's configuration file ([gateway] id, [ota], [runtime]).
+        /// The gateway's configuration file (`[gateway] id`, `[ota]`, `[runtime]`).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
@@ -219,7 +219,7 @@ pub struct PushArgs {
     /// Connect with TLS, trusting this CA certificate (PEM).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// MQTT client id. Default: wasmgate-push-<pid>.
+    /// MQTT client id. Default: `wasmgate-push-<pid>`.
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
     /// Give up if the broker has not acknowledged within this many seconds.
@@ -853,16 +853,21 @@ mod ota_cli {
             trust.root_threshold,
             trust.threshold
         );
-        if let Some(path) = &ota.keyset_file {
-            let path = match config_file.parent() {
-                Some(dir) if path.is_relative() => dir.join(path),
-                _ => path.clone(),
-            };
+        // `Config::load` resolved it against the config file's directory.
+        if let Some(path) = ota.keyset_file.clone() {
             let ks_bytes = read_file(&path)?;
-            match verify::verify_keyset(&ks_bytes, &trust, None, now) {
-                Ok(ks) => {
+            // As the gateway does: an expired key set is kept (and then
+            // refuses new installs), one that does not verify is not.
+            let result = match verify::verify_keyset(&ks_bytes, &trust, None, now) {
+                Err(Rejection::KeysetExpired { .. }) => {
+                    verify::reverify_stored_keyset(&ks_bytes, &trust).map(|ks| (ks, " EXPIRED"))
+                }
+                other => other.map(|ks| (ks, "")),
+            };
+            match result {
+                Ok((ks, expired)) => {
                     println!(
-                        "  key set {}: version {}, release keys {}, revoked {}, expires {}",
+                        "  key set {}: version {}, release keys {}, revoked {}, expires {}{expired}",
                         path.display(),
                         ks.version,
                         join_ids(ks.keys.iter().map(|k| k.id.as_str())),
@@ -903,15 +908,23 @@ mod ota_cli {
         };
         print_manifest(&b.manifest);
         println!("  module is {} bytes", b.module.len());
-        match trust.release_keys(None) {
+        let authentic = match trust.release_keys(None) {
             Ok(ks) => {
-                let (checks, _) = verify::bundle_signatures(&b, ks, trust.threshold);
+                let (checks, verdict) = verify::bundle_signatures(&b, ks, trust.threshold);
                 print_signatures(&checks, trust.threshold);
+                verdict.is_ok()
             }
-            Err(r) => println!("signatures: not checked ({}): {r}", r.reason()),
-        }
+            Err(r) => {
+                println!("signatures: not checked ({}): {r}", r.reason());
+                false
+            }
+        };
         let m = &b.manifest;
-        println!("checks:");
+        if authentic {
+            println!("checks:");
+        } else {
+            println!("checks (of what the manifest claims: it is NOT authentic):");
+        }
         line("key set", &trust.release_keys(Some(now)).map(drop));
         line("module", &verify::check_module(m, b.module));
         line("target", &verify::check_target(m, &cx));

@@ -34,9 +34,9 @@ use toml::Spanned;
 use crate::alarm::AlarmConfig;
 use crate::cbor;
 use crate::detect::{DetectorSetConfig, DetectorSpec};
+use crate::ota::OtaConfig;
 use crate::outbox::uplink::UplinkConfig;
 use crate::outbox::{FullPolicy, OutboxConfig};
-use crate::ota::OtaConfig;
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
 use crate::settings::{GatewayConfig, HttpConfig, MqttConfig, SourceConfig, StorageConfig};
@@ -420,7 +420,11 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
     let http = section(&cx, raw.http, "http", |_| Ok(()))?;
     let outbox = section(&cx, raw.outbox, "outbox", OutboxConfig::validate)?;
     let uplink = section(&cx, raw.uplink, "uplink", UplinkConfig::validate)?;
-    let ota = section(&cx, raw.ota, "ota", OtaConfig::validate)?;
+    let mut ota = section(&cx, raw.ota, "ota", OtaConfig::validate)?;
+    // Like module paths: relative to the config file's directory.
+    if let Some(k) = ota.keyset_file.take() {
+        ota.keyset_file = Some(file.parent().unwrap_or(Path::new("")).join(k));
+    }
     let mut sources = BTreeMap::new();
     for (name, src) in raw.sources.unwrap_or_default() {
         let span = src.span();

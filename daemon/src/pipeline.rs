@@ -186,10 +186,7 @@ impl Stream {
     pub fn run(&mut self, batch: Vec<Reading>, span: (u64, u64)) -> BatchResult<'_> {
         let mut data = batch;
         let mut errors = Vec::new();
-        let sample = self.sampling
-            && self
-                .sampled_at
-                .is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
+        let sample = self.sampling && self.sampled_at.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
         if sample {
             self.sampled_at = Some(Instant::now());
         }

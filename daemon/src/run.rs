@@ -39,11 +39,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::mqtt::{self, MqttIngest, Topics};
-use crate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
-use crate::outbox::uplink::Uplink;
 use crate::ota::store::OtaStore;
 use crate::ota::task::{Deploy, Deployer, OtaMetrics, OtaTask, Outcome};
 use crate::ota::verify::Trust;
+use crate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
+use crate::outbox::uplink::Uplink;
 use crate::outbox::{Kind, Outbox, OutboxError, Staged};
 use crate::pipeline::{BatchResult, Pipeline, PipelineError};
 use crate::ratelimit::LogLimiter;
@@ -287,7 +287,13 @@ pub async fn run(
             "OTA on: listening for signed bundles"
         );
         let max_in = config.ota.max_bundle_bytes.saturating_mul(2) + (64 << 10);
-        uplink = uplink.with_ota(filters, in_tx, side_rx, max_in, config.mqtt.max_packet_bytes);
+        uplink = uplink.with_ota(
+            filters,
+            in_tx,
+            side_rx,
+            max_in,
+            config.mqtt.max_packet_bytes,
+        );
         let stop = ota_stop.clone();
         ota_task = Some(tokio::spawn(async move {
             task.announce(&restored).await;

@@ -457,10 +457,17 @@ impl OtaTask {
         let Ok(Some((bytes, version))) = self.store.keyset() else {
             return;
         };
-        if self.trust.keyset.as_ref().is_some_and(|k| k.version >= version) {
+        if self
+            .trust
+            .keyset
+            .as_ref()
+            .is_some_and(|k| k.version >= version)
+        {
             return;
         }
-        match verify::verify_keyset(&bytes, &self.trust, None, self.now()) {
+        // Signatures and contents only: an expired key set still says which
+        // keys signed the active modules; new installs check expiry.
+        match verify::reverify_stored_keyset(&bytes, &self.trust) {
             Ok(ks) => {
                 tracing::info!(version = ks.version, "OTA: stored release key set loaded");
                 self.trust.keyset = Some(ks);
@@ -489,11 +496,12 @@ impl OtaTask {
                 .map_err(|e| format!("{} ({})", e, e.reason()))
                 .and_then(|v| {
                     if v.manifest.name != name {
-                        return Err(format!("stored under {name:?} but names {:?}", v.manifest.name));
+                        return Err(format!(
+                            "stored under {name:?} but names {:?}",
+                            v.manifest.name
+                        ));
                     }
-                    deployer
-                        .restore(pipeline, &name, &v.module)
-                        .map(|n| (v, n))
+                    deployer.restore(pipeline, &name, &v.module).map(|n| (v, n))
                 });
             match result {
                 Ok((v, n)) if n > 0 => {
@@ -656,7 +664,10 @@ impl OtaTask {
                     &name,
                     "activated",
                     "",
-                    &format!("active in {slots} stream slot(s) after {} ms", took.as_millis()),
+                    &format!(
+                        "active in {slots} stream slot(s) after {} ms",
+                        took.as_millis()
+                    ),
                 )
                 .await;
             }

@@ -109,14 +109,12 @@ pub enum Rejection {
         key_id: String,
     },
     /// Signed by keys the gateway does not trust.
-    #[error(
-        "key {key_id} is not in the trusted key set (version {keyset_version}); publish a key set listing it, or sign with a listed key"
-    )]
+    #[error("{}", unknown_key_message(key_id, *keyset_version))]
     UnknownKey {
         /// The first unknown key id.
         key_id: String,
-        /// The key set consulted (0 for root keys).
-        keyset_version: u64,
+        /// The key set consulted; `None` for root keys (a key set's signers).
+        keyset_version: Option<u64>,
     },
     /// Signed by a revoked key.
     #[error("key {key_id} is revoked; sign with a current release key")]
@@ -254,6 +252,19 @@ pub enum Rejection {
     },
 }
 
+fn unknown_key_message(key_id: &str, keyset_version: Option<u64>) -> String {
+    match keyset_version {
+        Some(v) => format!(
+            "key {key_id} is not in the trusted release key set (version {v}); push a key set \
+             listing it, or sign with a listed key"
+        ),
+        None => format!(
+            "key {key_id} is not one of the configured root keys ([ota] root_keys); sign the \
+             key set with a root key"
+        ),
+    }
+}
+
 impl Rejection {
     /// The stable label (state topic `reason`, CLI verdict).
     pub fn reason(&self) -> &'static str {
@@ -365,7 +376,7 @@ fn check_signatures(
     lookup: impl Fn(&str) -> Lookup,
     listed: Option<&[String]>,
     threshold: usize,
-    keyset_version: u64,
+    keyset_version: Option<u64>,
 ) -> (Vec<SignatureCheck>, Result<Vec<String>, Rejection>) {
     let threshold = threshold.max(1);
     let mut checks = Vec::with_capacity(signatures.len());
@@ -542,7 +553,7 @@ pub fn bundle_signatures(
         lookup,
         Some(&bundle.manifest.key_ids),
         threshold,
-        keyset.version,
+        Some(keyset.version),
     )
 }
 
@@ -562,7 +573,7 @@ pub fn keyset_signatures(
         lookup,
         None,
         trust.root_threshold,
-        0,
+        None,
     )
 }
 
@@ -1592,7 +1603,7 @@ mod tests {
             },
             Rejection::UnknownKey {
                 key_id: String::new(),
-                keyset_version: 0,
+                keyset_version: None,
             },
             Rejection::RevokedKey {
                 key_id: String::new(),

@@ -222,9 +222,16 @@ impl Uplink {
                     let Some(topic) = pending_side.keys().next().cloned() else {
                         break;
                     };
-                    let Some(p) = pending_side.remove(&topic) else { break };
+                    let Some(p) = pending_side.remove(&topic) else {
+                        break;
+                    };
                     if c.client
-                        .try_publish(p.topic.clone(), QoS::AtLeastOnce, p.retain, p.payload.clone())
+                        .try_publish(
+                            p.topic.clone(),
+                            QoS::AtLeastOnce,
+                            p.retain,
+                            p.payload.clone(),
+                        )
                         .is_err()
                     {
                         pending_side.insert(topic, p);
