@@ -455,13 +455,6 @@ fn outbox_command(command: OutboxCommand) -> ExitCode {
 }
 
 fn run_command(file: &std::path::Path) -> ExitCode {
-    let config = match crate::config::Config::load(file) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasmgate")
@@ -473,7 +466,21 @@ fn run_command(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(crate::run::run(config, shutdown_signal())) {
+    // The signal handlers first: a stop at any later point of start-up
+    // (config, storage, modules) ends in a clean drain, not in the default
+    // action of the signal.
+    let shutdown = {
+        let _rt = rt.enter();
+        shutdown_signal()
+    };
+    let config = match crate::config::Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::run::run(config, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "wasmgate failed");
@@ -483,26 +490,33 @@ fn run_command(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Install the SIGTERM (systemd stop) and SIGINT (Ctrl-C) handlers now
+/// (inside the runtime) and return a future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

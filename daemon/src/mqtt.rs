@@ -99,18 +99,7 @@ pub fn uplink_options(
     ingest: &MqttConfig,
     gateway: &GatewayConfig,
 ) -> Result<MqttOptions, MqttSetupError> {
-    let client_id = if std::ptr::eq(broker, ingest) || broker.client_id.is_none() {
-        format!(
-            "{}-uplink",
-            ingest
-                .client_id
-                .clone()
-                .unwrap_or_else(|| format!("wasmgate-{}", gateway.id))
-        )
-    } else {
-        broker.client_id.clone().unwrap_or_default()
-    };
-    let mut opts = options(broker, client_id)?;
+    let mut opts = options(broker, second_client_id(broker, ingest, gateway, "uplink"))?;
     opts.set_last_will(LastWill::new(
         Topics::new(gateway).status(),
         STATUS_OFFLINE,
@@ -118,6 +107,46 @@ pub fn uplink_options(
         true,
     ));
     Ok(opts)
+}
+
+/// The OTA connection, to the uplink broker: client id `<ingest client
+/// id>-ota` (or `<uplink broker client_id>-ota`), clean session, incoming
+/// packets up to `max_incoming` bytes, no last will.
+pub fn ota_options(
+    broker: &MqttConfig,
+    ingest: &MqttConfig,
+    gateway: &GatewayConfig,
+    max_incoming: usize,
+) -> Result<MqttOptions, MqttSetupError> {
+    let id = match &broker.client_id {
+        Some(id) if !std::ptr::eq(broker, ingest) => format!("{id}-ota"),
+        _ => second_client_id(broker, ingest, gateway, "ota"),
+    };
+    let mut opts = options(broker, id)?;
+    // Only bundles arrive here: nothing larger is worth reading.
+    opts.set_clean_session(true)
+        .set_max_packet_size(max_incoming, broker.max_packet_bytes);
+    Ok(opts)
+}
+
+/// `<ingest client id>-<suffix>`, or the other broker's own `client_id`.
+fn second_client_id(
+    broker: &MqttConfig,
+    ingest: &MqttConfig,
+    gateway: &GatewayConfig,
+    suffix: &str,
+) -> String {
+    if std::ptr::eq(broker, ingest) || broker.client_id.is_none() {
+        format!(
+            "{}-{suffix}",
+            ingest
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("wasmgate-{}", gateway.id))
+        )
+    } else {
+        broker.client_id.clone().unwrap_or_default()
+    }
 }
 
 /// Options common to both connections: keep-alive, packet size,

@@ -287,17 +287,27 @@ pub async fn run(
             "OTA on: listening for signed bundles"
         );
         let max_in = config.ota.max_bundle_bytes.saturating_mul(2) + (64 << 10);
-        uplink = uplink.with_ota(
+        uplink = uplink.with_side(side_rx);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let listener = crate::ota::task::listen(
+            mqtt::ota_options(broker, &config.mqtt, &config.gateway, max_in)?,
             filters,
             in_tx,
-            side_rx,
-            max_in,
-            config.mqtt.max_packet_bytes,
+            task.publish.clone(),
+            task.ota_state_topic(),
+            (broker.reconnect_min_ms, broker.reconnect_max_ms),
+            ready_tx,
+            ota_stop.clone(),
         );
         let stop = ota_stop.clone();
         ota_task = Some(tokio::spawn(async move {
+            let listening = tokio::spawn(listener);
+            // Announce once bundles can be received (or after 5 s anyway),
+            // so a "running" state means "send your bundle now".
+            let _ = tokio::time::timeout(Duration::from_secs(5), ready_rx).await;
             task.announce(&restored).await;
             task.run(in_rx, stop).await;
+            let _ = listening.await;
         }));
     } else {
         drop(outcome_rx);

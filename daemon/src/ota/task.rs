@@ -294,6 +294,108 @@ impl Deployer {
     }
 }
 
+/// Listen for bundles and key sets on a connection of their own (client id
+/// `<client id>-ota`), so that nothing sent to the OTA topics — a payload
+/// over the transport limit makes the client drop the connection, and a
+/// retained one comes back on every reconnect — can disturb the delivery of
+/// data. Payloads go to `out`; a payload over the transport limit is
+/// reported on `<prefix>/<id>/ota/state` once per episode. `ready` fires
+/// when the subscriptions are first in place.
+#[allow(clippy::too_many_arguments)]
+pub async fn listen(
+    options: rumqttc::MqttOptions,
+    filters: Vec<String>,
+    out: mpsc::Sender<Vec<u8>>,
+    report: mpsc::Sender<SidePublish>,
+    ota_state_topic: String,
+    backoff: (u64, u64),
+    ready: oneshot::Sender<()>,
+    stop: CancellationToken,
+) {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let mut ready = Some(ready);
+    let mut wait = backoff.0;
+    // The last warning and when: the same failure is logged (and reported)
+    // again only after ten minutes.
+    let mut last_warning: Option<(String, Instant)> = None;
+    loop {
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), 8);
+        let mut up_since = None;
+        let error = loop {
+            let polled = tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = client.try_disconnect();
+                    return;
+                }
+                e = eventloop.poll() => e,
+            };
+            match polled {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    for f in &filters {
+                        if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(filter = %f, error = %e, "OTA: subscribe failed");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    up_since = Some(Instant::now());
+                    tracing::debug!(topics = ?filters, "OTA: subscribed");
+                    if let Some(r) = ready.take() {
+                        tracing::info!(topics = ?filters, "OTA: subscribed");
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if out.try_send(p.payload.to_vec()).is_err() {
+                        tracing::warn!(topic = %p.topic, "OTA: busy with earlier bundles; this one is dropped (send it again)");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        // A connection that held for a while starts the backoff over; one
+        // that keeps failing right after subscribing (a retained payload
+        // over the limit) backs off further.
+        if up_since.is_some_and(|t| t.elapsed() > Duration::from_secs(30)) {
+            wait = backoff.0;
+        }
+        let message = error.to_string();
+        let repeat = last_warning
+            .as_ref()
+            .is_some_and(|(m, t)| *m == message && t.elapsed() < Duration::from_secs(600));
+        if repeat {
+            tracing::debug!(error = %message, retry_in_ms = wait, "OTA connection still failing");
+        } else {
+            last_warning = Some((message.clone(), Instant::now()));
+            if message.contains("payload size limit") {
+                tracing::warn!(error = %message, retry_in_ms = wait, "OTA: a message over the transport limit arrived on an OTA topic; if it is retained, clear it (publish an empty retained message)");
+                let payload = serde_json::json!({
+                    "outcome": "rejected",
+                    "reason": "too-large",
+                    "message": format!("{message}: if it is retained, clear it by publishing an empty retained message to the OTA topic"),
+                    "at": crate::sources::now_ms(),
+                });
+                let _ = report
+                    .send(SidePublish {
+                        topic: ota_state_topic.clone(),
+                        payload: payload.to_string().into_bytes(),
+                        retain: true,
+                    })
+                    .await;
+            } else {
+                tracing::warn!(error = %message, retry_in_ms = wait, "OTA connection failed; retrying with backoff");
+            }
+        }
+        drop(eventloop);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+        wait = (wait * 2).min(backoff.1);
+    }
+}
+
 /// A retained publication for the uplink (module state).
 #[derive(Debug, Clone)]
 pub struct SidePublish {
@@ -394,15 +496,17 @@ impl OtaTask {
         now_secs().max(self.store.floor().unwrap_or(0))
     }
 
-    /// What runs for `name` now: (version, release, sha256 hex).
+    /// What runs for `name` now: (version, release, sha256 hex). The stored
+    /// bundle is what runs (it was verified when it arrived or at start-up;
+    /// a key revoked since does not stop it before the next restart), so it
+    /// is read without checking signatures again.
     fn active_info(&self, name: &str) -> (String, u64, String) {
         if let Ok(Some(bytes)) = self.store.active(name) {
-            let cx = self.context(self.now(), None);
-            if let Ok(v) = verify::reverify_stored(&bytes, &self.trust, &cx) {
+            if let Ok(b) = bundle::decode_bundle(&bytes) {
                 return (
-                    v.manifest.version.clone(),
-                    v.manifest.release,
-                    hex::encode(v.manifest.sha256),
+                    b.manifest.version.clone(),
+                    b.manifest.release,
+                    hex::encode(b.manifest.sha256),
                 );
             }
         }
@@ -576,6 +680,10 @@ impl OtaTask {
     }
 
     async fn on_bundle(&mut self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            // An operator clearing a retained bundle.
+            return;
+        }
         let received = Instant::now();
         self.metrics.received.fetch_add(1, Ordering::Relaxed);
         if bytes.len() > self.config.max_bundle_bytes {

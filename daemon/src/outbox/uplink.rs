@@ -87,7 +87,6 @@ enum LinkEvent {
     Connected(AsyncClient),
     Sent(u16),
     PubAck(u16),
-    Inbound(String, Vec<u8>),
     Down(String),
     Closed,
 }
@@ -127,10 +126,6 @@ pub struct Uplink {
     window: usize,
     backoff: (u64, u64),
     grace: Duration,
-    /// Filters subscribed on every connect (OTA topics) and where their
-    /// messages go.
-    subscriptions: Vec<String>,
-    inbound: Option<mpsc::Sender<Vec<u8>>>,
     /// Retained publications of other stages (module state), latest per
     /// topic kept while disconnected.
     side: Option<mpsc::Receiver<SidePublish>>,
@@ -157,27 +152,13 @@ impl Uplink {
             window: usize::from(config.inflight),
             backoff: (broker.reconnect_min_ms, broker.reconnect_max_ms),
             grace: Duration::from_millis(config.stop_grace_ms),
-            subscriptions: Vec::new(),
-            inbound: None,
             side: None,
         }
     }
 
-    /// Also subscribe to `filters` (QoS 1) on every connect and hand their
-    /// payloads to `inbound` (accepting packets up to `max_incoming` bytes),
-    /// and publish what arrives on `side`.
-    pub fn with_ota(
-        mut self,
-        filters: Vec<String>,
-        inbound: mpsc::Sender<Vec<u8>>,
-        side: mpsc::Receiver<SidePublish>,
-        max_incoming: usize,
-        max_outgoing: usize,
-    ) -> Uplink {
-        self.options
-            .set_max_packet_size(max_incoming.max(max_outgoing), max_outgoing);
-        self.subscriptions = filters;
-        self.inbound = Some(inbound);
+    /// Also publish what arrives on `side` (retained module state), the
+    /// latest per topic kept while disconnected.
+    pub fn with_side(mut self, side: mpsc::Receiver<SidePublish>) -> Uplink {
         self.side = Some(side);
         self
     }
@@ -302,11 +283,6 @@ impl Uplink {
                 {
                     c.queued.push_back(Item::Status);
                 }
-                for f in &self.subscriptions {
-                    if let Err(e) = c.client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(filter = %f, error = %e, "uplink: subscribe failed");
-                    }
-                }
                 *conn = Some(c);
             }
             LinkEvent::Sent(pkid) => {
@@ -353,13 +329,6 @@ impl Uplink {
                         unacknowledged = resend,
                         "uplink lost; the outbox keeps everything until it is back"
                     );
-                }
-            }
-            LinkEvent::Inbound(topic, payload) => {
-                if let Some(tx) = &self.inbound {
-                    if tx.try_send(payload).is_err() {
-                        tracing::warn!(topic = %topic, "OTA queue full: message dropped (send it again)");
-                    }
                 }
             }
             LinkEvent::Closed => {
@@ -458,9 +427,6 @@ async fn drive(
                     LinkEvent::Connected(client.clone())
                 }
                 Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::PubAck(a.pkid),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    LinkEvent::Inbound(p.topic.clone(), p.payload.to_vec())
-                }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     let _ = events.send(LinkEvent::Closed).await;
