@@ -36,6 +36,19 @@ pub const ECHO: &str = r#"
       (i64.extend_i32_u (i32.add (local.get $n) (i32.const 9)))))
 "#;
 
+/// Echo, but every call after the first of an instance traps: it passes a
+/// shadow run (one call) and fails once live.
+pub const TRAPS_FROM_SECOND_CALL: &str = r#"
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "wasmgate_process") (param $p i32) (param $n i32) (result i64)
+    (if (i32.ge_u (global.get $calls) (i32.const 1)) (then unreachable))
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (memory.copy (i32.const 32777) (local.get $p) (local.get $n))
+    (i64.or
+      (i64.shl (i64.const 32768) (i64.const 32))
+      (i64.extend_i32_u (i32.add (local.get $n) (i32.const 9)))))
+"#;
+
 /// Build a module from the prelude (with `pages` of memory) and `body`.
 pub fn wat_module(pages: u32, body: &str) -> Vec<u8> {
     let text = format!(

@@ -59,19 +59,6 @@ const SUBSCRIBED: &str = "MQTT sources subscribed";
 /// Deadline for one awaited event.
 const SECS: u64 = 30;
 
-/// Echo, but every call after the first of an instance traps: it passes a
-/// shadow run (one call) and fails once live (copied from `ota_swap.rs`).
-const TRAPS_FROM_SECOND_CALL: &str = r#"
-  (global $calls (mut i32) (i32.const 0))
-  (func (export "wasmgate_process") (param $p i32) (param $n i32) (result i64)
-    (if (i32.ge_u (global.get $calls) (i32.const 1)) (then unreachable))
-    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-    (memory.copy (i32.const 32777) (local.get $p) (local.get $n))
-    (i64.or
-      (i64.shl (i64.const 32768) (i64.const 32))
-      (i64.extend_i32_u (i32.add (local.get $n) (i32.const 9)))))
-"#;
-
 /// The ed25519 group order ℓ, little-endian (to malleate a signature).
 const GROUP_ORDER: [u8; 32] = [
     0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,

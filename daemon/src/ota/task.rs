@@ -370,12 +370,13 @@ pub async fn listen(
             last_warning = Some((message.clone(), Instant::now()));
             if message.contains("payload size limit") {
                 tracing::warn!(error = %message, retry_in_ms = wait, "OTA: a message over the transport limit arrived on an OTA topic; if it is retained, clear it (publish an empty retained message)");
-                let payload = serde_json::json!({
-                    "outcome": "rejected",
-                    "reason": "too-large",
-                    "message": format!("{message}: if it is retained, clear it by publishing an empty retained message to the OTA topic"),
-                    "at": crate::sources::now_ms(),
-                });
+                let payload = outcome_json(
+                    "rejected",
+                    "too-large",
+                    &format!(
+                        "{message}: if it is retained, clear it by publishing an empty retained message to the OTA topic"
+                    ),
+                );
                 let _ = report
                     .send(SidePublish {
                         topic: ota_state_topic.clone(),
@@ -394,6 +395,16 @@ pub async fn listen(
         }
         wait = (wait * 2).min(backoff.1);
     }
+}
+
+/// The fields every state message has.
+fn outcome_json(outcome: &str, reason: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": outcome,
+        "reason": reason,
+        "message": message,
+        "at": crate::sources::now_ms(),
+    })
 }
 
 /// A retained publication for the uplink (module state).
@@ -519,38 +530,25 @@ impl OtaTask {
 
     async fn publish_state(&self, name: &str, outcome: &str, reason: &str, message: &str) {
         let (version, release, sha256) = self.active_info(name);
-        let payload = serde_json::json!({
-            "name": name,
-            "version": version,
-            "release": release,
-            "sha256": sha256,
-            "outcome": outcome,
-            "reason": reason,
-            "message": message,
-            "at": crate::sources::now_ms(),
-        });
-        let _ = self
-            .publish
-            .send(SidePublish {
-                topic: self.state_topic(name),
-                payload: payload.to_string().into_bytes(),
-                retain: true,
-            })
-            .await;
+        let mut state = outcome_json(outcome, reason, message);
+        state["name"] = name.into();
+        state["version"] = version.into();
+        state["release"] = release.into();
+        state["sha256"] = sha256.into();
+        self.send(self.state_topic(name), state).await;
     }
 
     async fn publish_ota_state(&self, outcome: &str, reason: &str, message: &str) {
-        let payload = serde_json::json!({
-            "outcome": outcome,
-            "reason": reason,
-            "message": message,
-            "at": crate::sources::now_ms(),
-        });
+        let state = outcome_json(outcome, reason, message);
+        self.send(self.ota_state_topic(), state).await;
+    }
+
+    async fn send(&self, topic: String, state: serde_json::Value) {
         let _ = self
             .publish
             .send(SidePublish {
-                topic: self.ota_state_topic(),
-                payload: payload.to_string().into_bytes(),
+                topic,
+                payload: state.to_string().into_bytes(),
                 retain: true,
             })
             .await;
