@@ -154,7 +154,7 @@ pub fn broker() -> (String, u16) {
                 id = 0
                 [router]
                 id = 0
-                max_connections = 200
+                max_connections = 10000
                 max_outgoing_packet_count = 200
                 max_segment_size = 104857600
                 max_segment_count = 10

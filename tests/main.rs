@@ -7,9 +7,12 @@ mod common;
 
 mod abi_contract;
 mod abi_shape;
+mod board_configs;
 mod check_config;
+mod demo;
 mod detection_quality;
 mod examples;
+mod http_endpoint;
 mod limits;
 mod mosquitto;
 mod ota_cli;
@@ -23,4 +26,5 @@ mod run_serial;
 mod runtime_basics;
 mod state;
 mod store_forward;
+mod systemd_notify;
 mod traps;

@@ -72,6 +72,8 @@ id = "{gw}"
 host = "{host}"
 port = {port}
 
+[http]
+listen = "127.0.0.1:0"
 [storage]
 path = "{state}"
 
@@ -242,6 +244,8 @@ id = "{gw}"
 [mqtt]
 host = "{host}"
 port = {port}
+[http]
+listen = "127.0.0.1:0"
 [storage]
 path = "{state}"
 [sources.in]

@@ -226,6 +226,8 @@ id = "{gw}"
 [mqtt]
 host = "{host}"
 port = {port}
+[http]
+listen = "127.0.0.1:0"
 [storage]
 path = "{state}"
 [sources.probe]

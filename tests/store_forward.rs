@@ -84,6 +84,8 @@ port = {ingest_port}
 reconnect_min_ms = 100
 reconnect_max_ms = 1000
 
+[http]
+listen = "127.0.0.1:0"
 [storage]
 path = "{state}"
 

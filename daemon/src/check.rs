@@ -102,6 +102,7 @@ mod tests {
         assert_eq!(config.mqtt, crate::settings::MqttConfig::default());
         assert_eq!(config.storage, crate::settings::StorageConfig::default());
         assert_eq!(config.http, crate::settings::HttpConfig::default());
+        assert_eq!(config.log, crate::settings::LogConfig::default());
         assert_eq!(config.outbox, crate::outbox::OutboxConfig::default());
         assert_eq!(
             config.uplink,

@@ -12,13 +12,52 @@ use crate::replay::{self, ReplayOptions, input::InputFormat};
 #[derive(Debug, Parser)]
 #[command(name = "wasmgate", version, about, long_about = None)]
 pub struct Cli {
+    /// Where logs go: `auto` (the journal under systemd, else text), `text`,
+    /// `json` or `journald`; for `run`, default `[log] format`. Logs go to
+    /// stderr (or the journal), never stdout. The level is `WASMGATE_LOG`,
+    /// else `[log] level` for `run`.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::settings::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// What logging this command line asks for: the gateway (`run`) logs
+    /// what it does, at `[log] level` of its config (read leniently here;
+    /// `run` reports a bad config itself); one-shot commands log only what
+    /// went wrong.
+    pub fn log_options(&self) -> crate::logging::LogOptions {
+        let (config, default_level) = match &self.command {
+            Command::Run { config } => (crate::logging::config_section(config), "info"),
+            // The embedded broker reports every closed connection as an
+            // error: not the demo's business.
+            Command::Demo { .. } => (None, "warn,rumqttd=off"),
+            _ => (None, "warn"),
+        };
+        crate::logging::LogOptions {
+            format: self.log_format,
+            config,
+            default_level,
+        }
+    }
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// See the whole gateway work, nothing to install or configure: an
+    /// embedded MQTT broker, simulated sensors with injected anomalies, a
+    /// processor updated over the air with a freshly generated key, the
+    /// outbox and the HTTP endpoint, with a live view. Ctrl-C stops.
+    Demo {
+        /// Stop by itself after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration_secs: Option<u64>,
+        /// Port of the HTTP endpoint (default: 9810 if free, else any).
+        #[arg(long, value_name = "PORT")]
+        http_port: Option<u16>,
+    },
     /// Run recorded readings through processor modules and print the outputs
     /// as JSON lines (try a processor before deploying it).
     Replay(ReplayArgs),
@@ -344,6 +383,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Replay(args) => replay_command(args),
         Command::CheckConfig { file } => check_config_command(&file),
         Command::Run { config } => run_command(&config),
+        Command::Demo {
+            duration_secs,
+            http_port,
+        } => demo_command(crate::demo::DemoOptions {
+            duration: duration_secs.map(std::time::Duration::from_secs),
+            http_port,
+        }),
         Command::DefaultConfig => {
             print!("{}", crate::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -446,6 +492,31 @@ fn outbox_command(command: OutboxCommand) -> ExitCode {
             if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_command(opts: crate::demo::DemoOptions) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasmgate")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::demo::demo(opts)) {
+        Ok(s) if s.outputs > 0 => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("error: the demo saw no outputs");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -39,7 +39,9 @@ use crate::outbox::uplink::UplinkConfig;
 use crate::outbox::{FullPolicy, OutboxConfig};
 use crate::pattern::{PatternError, SensorPattern};
 use crate::runtime::limits::{FailurePolicy, Limits};
-use crate::settings::{GatewayConfig, HttpConfig, MqttConfig, SourceConfig, StorageConfig};
+use crate::settings::{
+    GatewayConfig, HttpConfig, LogConfig, MqttConfig, SourceConfig, StorageConfig,
+};
 
 /// The fully commented default configuration (`wasmgate default-config`):
 /// every key with its default value and an explanation.
@@ -59,6 +61,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The local HTTP endpoint (`[http]`; reserved).
     pub http: HttpConfig,
+    /// What `run` logs and where (`[log]`).
+    pub log: LogConfig,
     /// The durable outbox (`[outbox]`).
     pub outbox: OutboxConfig,
     /// Where the outbox is published (`[uplink]`).
@@ -280,6 +284,7 @@ struct RawConfig {
     mqtt: Option<Spanned<MqttConfig>>,
     storage: Option<Spanned<StorageConfig>>,
     http: Option<Spanned<HttpConfig>>,
+    log: Option<Spanned<LogConfig>>,
     outbox: Option<Spanned<OutboxConfig>>,
     uplink: Option<Spanned<UplinkConfig>>,
     ota: Option<Spanned<OtaConfig>>,
@@ -373,6 +378,7 @@ impl Config {
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             http: HttpConfig::default(),
+            log: LogConfig::default(),
             outbox: OutboxConfig::default(),
             uplink: UplinkConfig::default(),
             ota: OtaConfig::default(),
@@ -418,6 +424,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
     let mqtt = section(&cx, raw.mqtt, "mqtt", MqttConfig::validate)?;
     let storage = section(&cx, raw.storage, "storage", StorageConfig::validate)?;
     let http = section(&cx, raw.http, "http", |_| Ok(()))?;
+    let log = section(&cx, raw.log, "log", LogConfig::validate)?;
     let outbox = section(&cx, raw.outbox, "outbox", OutboxConfig::validate)?;
     let uplink = section(&cx, raw.uplink, "uplink", UplinkConfig::validate)?;
     let mut ota = section(&cx, raw.ota, "ota", OtaConfig::validate)?;
@@ -647,6 +654,7 @@ fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigEr
         mqtt,
         storage,
         http,
+        log,
         outbox,
         uplink,
         ota,

@@ -17,6 +17,8 @@
 //! cbor.rs            deterministic CBOR writer primitives (host → guest encoding)
 //! state.rs           per-module persistent state: in memory or in sled
 //! metrics.rs         lock-free metric primitives (latency histogram)
+//! http.rs            the local endpoint: /healthz /readyz /metrics /status
+//! demo.rs            `wasmgate demo`: embedded broker, simulated sensors, live OTA
 //! outbox/            the durable outbox between processing and the broker
 //!   mod.rs           sled layout, append with budget policy, stats, export
 //!   commit.rs        group commit: one flush, then the inbound acks, in order
@@ -29,6 +31,8 @@
 //!   store.rs         counters, time floor, key set, active bundles in sled
 //!   task.rs          receive → verify → persist → shadow run → swap → watch → roll back
 //! ratelimit.rs       log-line rate limiting for peer-triggered warnings
+//! logging.rs         log output: journald under systemd, text or JSON on stderr
+//! systemd.rs         sd_notify (ready, status, watchdog, stopping), journal check
 //! pipeline.rs        a stream's processor chain: route → batch → modules in order
 //! runtime/           the Wasm processor runtime (wasmi)
 //!   mod.rs           `Runtime`: engine, module cache keyed by sha256, loading
@@ -55,7 +59,10 @@ pub mod cbor;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod detect;
+pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod ota;
@@ -70,5 +77,6 @@ pub mod runtime;
 pub mod settings;
 pub mod sources;
 pub mod state;
+pub mod systemd;
 
 pub use reading::Reading;

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::http::{Health, ModuleSnapshot, StreamSnapshot};
 use crate::mqtt::{self, MqttIngest, Topics};
 use crate::ota::store::OtaStore;
 use crate::ota::task::{Deploy, Deployer, OtaMetrics, OtaTask, Outcome};
@@ -57,6 +58,9 @@ use crate::state::SledState;
 const SOURCE_QUEUE: usize = 256;
 /// Longest a partly filled batch waits for more readings.
 const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// The processing loop turns at least every second; liveness fails when it
+/// has not turned for this long.
+const LIVENESS_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +92,12 @@ pub enum RunError {
     /// OTA could not be set up (keys, key set, storage).
     #[error("ota: {0}")]
     Ota(String),
+    /// The HTTP endpoint could not listen.
+    #[error("http: cannot listen on {addr}: {source} (set [http] listen to a free address)")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Counters of the running gateway (exported by the metrics endpoint later;
@@ -162,6 +172,17 @@ pub async fn run(
     let topics = Topics::new(&config.gateway);
     let (src_tx, mut src_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
     let stats = Arc::new(RunStats::default());
+    // Bound before anything starts, so a taken port fails the start cleanly.
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| RunError::Http {
+            addr: config.http.listen,
+            source,
+        })?;
+    let ota_metrics = config
+        .ota
+        .enabled()
+        .then(|| Arc::new(OtaMetrics::default()));
 
     let mut ingests = Vec::new();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -217,6 +238,17 @@ pub async fn run(
         }));
         Some((client, task))
     };
+    // The queue stays open until shutdown even without any source (a
+    // gateway that only drains its outbox, or is being configured): the
+    // loop below ends when every sender is gone.
+    {
+        let keep = src_tx.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            drop(keep);
+        });
+    }
     drop(src_tx);
 
     let (commit_tx, commit_rx) = mpsc::channel::<CommitRequest<u16>>(COMMIT_QUEUE);
@@ -277,7 +309,7 @@ pub async fn run(
             deploy: deploy_tx,
             outcomes: outcome_rx,
             publish: side_tx,
-            metrics: Arc::new(OtaMetrics::default()),
+            metrics: ota_metrics.clone().unwrap_or_default(),
         };
         task.load_stored_keyset();
         let restored = task.restore_all(&mut deployer, &mut pipeline);
@@ -320,6 +352,7 @@ pub async fn run(
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining");
+            let _ = crate::systemd::stopping();
             token.cancel();
         });
     }
@@ -347,7 +380,76 @@ pub async fn run(
     };
     let started = std::time::Instant::now();
     let mono_ms = || started.elapsed().as_millis() as u64;
+    let health = Arc::new(Health::new(
+        config.gateway.id.clone(),
+        LIVENESS_LIMIT,
+        outbox.clone(),
+        config.outbox.clone(),
+        source_metrics.clone(),
+        config
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, SourceConfig::Mqtt(_)))
+            .map(|(n, _)| n.clone())
+            .collect(),
+        stats.clone(),
+        ota_metrics.clone(),
+    ));
+    health.beat();
+    let http_stop = CancellationToken::new();
+    tracing::info!(
+        listen = %http_listener.local_addr().map_or(config.http.listen, |a| a),
+        "HTTP endpoint: /healthz /readyz /metrics /status"
+    );
+    let http_task = tokio::spawn(crate::http::serve(
+        http_listener,
+        health.clone(),
+        http_stop.clone(),
+    ));
+    // systemd: ready once sources, modules and the endpoint are up; the
+    // watchdog is pinged only while the processing loop makes progress
+    // (the same signal as /healthz), so a hung loop gets the unit restarted.
+    if let Err(e) = crate::systemd::ready() {
+        tracing::warn!(error = %e, "systemd notify failed");
+    }
+    let _ = crate::systemd::status(&format!(
+        "running: {} stream(s), {} source(s)",
+        config.streams.len(),
+        config.sources.len()
+    ));
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        let health = health.clone();
+        let stop = http_stop.clone();
+        tracing::info!(
+            interval_ms = interval.as_millis() as u64,
+            "systemd watchdog on: pinging while the processing loop makes progress"
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            let mut stalled = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if health.live() {
+                    stalled = false;
+                    let _ = crate::systemd::watchdog_ping();
+                } else if !stalled {
+                    stalled = true;
+                    tracing::error!(
+                        last_turn_ms = health.since_beat().as_millis() as u64,
+                        "processing loop stalled: not pinging the systemd watchdog"
+                    );
+                }
+            }
+        });
+    }
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot_at = std::time::Instant::now();
     let mut work = Work::new(outbox.clone(), stats.clone(), commit_tx, deployer);
+    snapshot(&pipeline, &work, &health);
     let mut abandoned = false;
     loop {
         let due = pipeline.next_due(BATCH_WAIT);
@@ -394,11 +496,17 @@ pub async fn run(
                 None => deploy_rx = None,
             },
             _ = flush_tick.tick() => save_detectors(&mut pipeline, &detector_tree),
+            _ = beat.tick() => {}
+        }
+        health.beat();
+        if snapshot_at.elapsed() >= Duration::from_secs(1) {
+            snapshot_at = std::time::Instant::now();
+            snapshot(&pipeline, &work, &health);
         }
         for o in work.deployer.tick(&mut pipeline) {
             let _ = outcome_tx.send(o);
         }
-        if !work.settle(&pipeline, &token).await {
+        if !work.settle(pipeline.oldest_pending(), &token).await {
             abandoned = true;
             break;
         }
@@ -423,7 +531,7 @@ pub async fn run(
             let mut sink = |r: BatchResult<'_>| work.stage(r);
             let _ = pipeline.flush(&mut sink);
         });
-        let _ = work.settle(&pipeline, &token).await;
+        let _ = work.settle(pipeline.oldest_pending(), &token).await;
     }
     if let Some(a) = alarm.take() {
         if let Err(err) = a.shutdown() {
@@ -453,6 +561,8 @@ pub async fn run(
     }
     uplink_stop.cancel();
     let _ = uplink.await;
+    http_stop.cancel();
+    let _ = http_task.await;
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "final storage flush failed");
     }
@@ -511,6 +621,42 @@ fn log_totals(
     }
 }
 
+/// Refresh the module and stream figures the HTTP endpoint reports.
+fn snapshot(pipeline: &Pipeline, work: &Work, health: &Health) {
+    let modules = pipeline
+        .streams()
+        .iter()
+        .flat_map(|s| {
+            s.modules().iter().map(move |m| ModuleSnapshot {
+                stream: s.name().to_string(),
+                module: m.name().to_string(),
+                sha256: m.module().sha256_hex(),
+                stats: m.stats().clone(),
+            })
+        })
+        .collect();
+    if let Ok(mut m) = health.modules.lock() {
+        *m = modules;
+    }
+    let streams = work
+        .outbox
+        .streams()
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (outputs, anomalies) = work.per_stream.get(i).copied().unwrap_or_default();
+            StreamSnapshot {
+                stream: name.clone(),
+                outputs,
+                anomalies,
+            }
+        })
+        .collect();
+    if let Ok(mut s) = health.streams.lock() {
+        *s = streams;
+    }
+}
+
 /// A deployment request from the OTA task (never, with OTA off).
 type DeployRequest = (Deploy, tokio::sync::oneshot::Sender<Outcome>);
 
@@ -545,6 +691,8 @@ struct Work {
     blocked_since: Option<std::time::Instant>,
     /// OTA swaps and the watch over new versions.
     deployer: Deployer,
+    /// (outputs, anomaly events) stored, by outbox stream index.
+    per_stream: Vec<(u64, u64)>,
 }
 
 impl Work {
@@ -565,6 +713,7 @@ impl Work {
             full_log: LogLimiter::new(5, Duration::from_secs(60)),
             blocked_since: None,
             deployer,
+            per_stream: Vec::new(),
         }
     }
 
@@ -594,6 +743,11 @@ impl Work {
         let Some(stream) = self.outbox.stream_index(result.stream) else {
             return Ok(());
         };
+        if self.per_stream.len() <= stream {
+            self.per_stream.resize(stream + 1, (0, 0));
+        }
+        self.per_stream[stream].0 += result.outputs.len() as u64;
+        self.per_stream[stream].1 += result.events.len() as u64;
         for event in &result.events {
             if let Ok(body) = serde_json::to_vec(event) {
                 self.stats.anomalies.fetch_add(1, Ordering::Relaxed);
@@ -627,7 +781,7 @@ impl Work {
     /// is acknowledged meanwhile, which pushes back to the broker). Returns
     /// `false` if shutdown came while waiting: the rest stays
     /// unacknowledged, for the broker to redeliver.
-    async fn settle(&mut self, pipeline: &Pipeline, token: &CancellationToken) -> bool {
+    async fn settle(&mut self, oldest_pending: Option<u64>, token: &CancellationToken) -> bool {
         let mut from = 0;
         let mut appended = 0;
         let mut uncommitted = 0;
@@ -703,7 +857,7 @@ impl Work {
             );
         }
         self.staged.clear();
-        let watermark = pipeline.oldest_pending().unwrap_or(self.next_pos);
+        let watermark = oldest_pending.unwrap_or(self.next_pos);
         let mut acks = Vec::new();
         while self
             .waiting

@@ -1,7 +1,7 @@
 //! The daemon's own configuration sections — `[gateway]`, `[mqtt]`,
-//! `[storage]`, `[sources.*]` — parsed by [`crate::config`]. Every struct
-//! refuses unknown keys; every default is stated on its field and in
-//! `daemon/config/wasmgate.toml`.
+//! `[storage]`, `[http]`, `[log]`, `[sources.*]` — parsed by
+//! [`crate::config`]. Every struct refuses unknown keys; every default is
+//! stated on its field and in `daemon/config/wasmgate.toml`.
 
 use std::path::PathBuf;
 
@@ -225,6 +225,75 @@ impl Default for HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9810)),
         }
     }
+}
+
+/// `[log]`: what `wasmgate run` logs and where. The `WASMGATE_LOG`
+/// environment variable wins over `level`, `--log-format` over `format`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+    /// comma-separated per-module directives in `tracing`'s `EnvFilter`
+    /// syntax, e.g. `info,wasmgate::ota=debug,rumqttc=warn`. Default: `info`.
+    pub level: String,
+    /// Where logs go. Default: `auto`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Check the filter; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        check_log_filter(&self.level).map_err(|m| format!("level: {m}"))
+    }
+}
+
+/// Check a log filter (`[log] level`, `WASMGATE_LOG`): `EnvFilter` syntax,
+/// where a bare word must be a level. `EnvFilter` itself reads a bare word as
+/// a module name, so a misspelt level would silently turn logging off.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    if filter.trim().is_empty() {
+        return Err("empty; give a level such as \"info\"".into());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l)) {
+            return Err(format!(
+                "{directive:?} is not a level ({}); per-module directives are MODULE=LEVEL",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| format!("{filter:?}: {e}"))
+}
+
+/// Log output formats (`[log] format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// The journal when systemd connected stderr to it (`$JOURNAL_STREAM`),
+    /// else `text`.
+    #[default]
+    Auto,
+    /// Human-readable lines on stderr (coloured on a terminal).
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Native journal entries, key/value pairs as `F_*` fields; `text` on
+    /// stderr (with a warning) when the journal cannot be reached.
+    Journald,
 }
 
 /// `[sources.<name>]`: one input, by `type`.

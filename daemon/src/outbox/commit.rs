@@ -175,12 +175,14 @@ impl<T: Send + 'static, A: AckSink<T>> Committer<T, A> {
             let flushed = tokio::task::spawn_blocking(move || db.flush()).await;
             match flushed {
                 Ok(Ok(_)) => {
+                    metrics.storage_failing.store(false, Ordering::Relaxed);
                     metrics.flush_latency.observe(started.elapsed());
                     metrics.commits.fetch_add(1, Ordering::Relaxed);
                     self.outbox.committed(&mark);
                     break;
                 }
                 Ok(Err(e)) => {
+                    metrics.storage_failing.store(true, Ordering::Relaxed);
                     metrics.storage_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, retry_in_ms = retry.as_millis() as u64,
                         "outbox flush failed; inbound messages stay unacknowledged");

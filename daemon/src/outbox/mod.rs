@@ -304,6 +304,8 @@ pub struct OutboxMetrics {
     pub acked: AtomicU64,
     /// Storage errors (failed flushes, inserts).
     pub storage_errors: AtomicU64,
+    /// Whether the last flush failed (readiness).
+    pub storage_failing: AtomicBool,
     /// Time from append to PUBACK.
     pub publish_latency: Histogram,
     /// Time from inbound receipt to its acknowledgement.
