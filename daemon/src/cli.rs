@@ -500,17 +500,24 @@ fn outbox_command(command: OutboxCommand) -> ExitCode {
     }
 }
 
-fn demo_command(opts: crate::demo::DemoOptions) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime of the long-running commands.
+fn async_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasmgate")
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn demo_command(opts: crate::demo::DemoOptions) -> ExitCode {
+    let Some(rt) = async_runtime() else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(crate::demo::demo(opts)) {
         Ok(s) if s.outputs > 0 => ExitCode::SUCCESS,
@@ -526,16 +533,8 @@ fn demo_command(opts: crate::demo::DemoOptions) -> ExitCode {
 }
 
 fn run_command(file: &std::path::Path) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("wasmgate")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = async_runtime() else {
+        return ExitCode::FAILURE;
     };
     // The signal handlers first: a stop at any later point of start-up
     // (config, storage, modules) ends in a clean drain, not in the default

@@ -379,14 +379,6 @@ impl Outbox {
         Self::with_boot(tree, config, streams, boot)
     }
 
-    /// Open for inspection (`wasmgate outbox`): the boot counter is left
-    /// alone.
-    pub fn inspect(db: &sled::Db) -> Result<Outbox, OutboxError> {
-        let tree = db.open_tree(TREE)?;
-        let boot = read_u64(&tree, &meta_key(&[b"boot"]))?;
-        Self::with_boot(tree, OutboxConfig::default(), &[], boot)
-    }
-
     fn with_boot(
         tree: sled::Tree,
         config: OutboxConfig,
@@ -771,7 +763,7 @@ impl Outbox {
         })
     }
 
-    /// Open for inspection like [`Outbox::inspect`], knowing every stream
+    /// Open for inspection without bumping the boot counter (`wasmgate outbox`), knowing every stream
     /// that ever had a sequence number: topics drained to empty still show
     /// in [`Outbox::stats`] (depth 0 and their next sequence number), which
     /// lists the topics in key order.
