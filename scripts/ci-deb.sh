@@ -12,7 +12,10 @@
 # place, that /etc/wasmgate/wasmgate.toml is a conffile, that the maintainer
 # scripts run systemd-sysusers, systemd-tmpfiles and daemon-reload and do not
 # enable or start the service, and (amd64) that the packaged binary accepts
-# the packaged default configuration and board configurations.
+# the packaged default configuration and board configurations. As root on a
+# machine without wasmgate installed (CI), the amd64 package is also
+# installed with apt as the README says (user, state directory and both
+# configurations checked) and purged again.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -87,6 +90,38 @@ for f in "$root"/usr/share/wasmgate/board-configs/*.toml; do
     "$root/usr/bin/wasmgate" check-config "$f" >/dev/null || fail "check-config ${f#"$root"}"
     echo "  ok  ${f#"$root"}"
 done
+
+# --- amd64: installed as the README says, then removed ------------------------------
+# Only as root on a machine without wasmgate installed (CI): a real install
+# runs the maintainer scripts (sysusers, tmpfiles) and checks the Depends.
+if [[ $(id -u) -eq 0 ]] && ! dpkg-query -W -f='${Status}' wasmgate 2>/dev/null | grep -q 'install ok'; then
+    say "amd64: apt install ./$(basename "$amd64") (the README's install command), then purge"
+    trap 'apt-get purge -y -qq wasmgate >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$amd64" >"$work/apt.log" 2>&1 ||
+        { cat "$work/apt.log" >&2; fail "apt-get install $amd64"; }
+    getent passwd wasmgate >/dev/null || fail "the package did not create the wasmgate user"
+    # postinst applies tmpfiles.d only on a running systemd (as cargo-deb and
+    # dh do); without one (a container), do what the next boot would.
+    if [[ ! -d /run/systemd/system ]]; then
+        echo "  (no running systemd: systemd-tmpfiles --create wasmgate.conf, as at boot)"
+        systemd-tmpfiles --create wasmgate.conf
+    fi
+    owner=$(stat -c %U /var/lib/wasmgate) || fail "/var/lib/wasmgate missing"
+    [[ "$owner" == wasmgate ]] || fail "/var/lib/wasmgate belongs to $owner, not wasmgate"
+    echo "  user: $(getent passwd wasmgate)"
+    echo "  groups: $(id -nG wasmgate)"
+    echo "  state: $(stat -c '%A %U:%G %n' /var/lib/wasmgate)"
+    echo "  config: $(stat -c '%A %U:%G %n' /etc/wasmgate/wasmgate.toml)"
+    wasmgate --version
+    wasmgate check-config /etc/wasmgate/wasmgate.toml
+    cp /usr/share/wasmgate/board-configs/raspberry-pi-4.toml /etc/wasmgate/wasmgate.toml
+    wasmgate check-config /etc/wasmgate/wasmgate.toml
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq wasmgate >"$work/apt.log" 2>&1 ||
+        { cat "$work/apt.log" >&2; fail "apt-get purge wasmgate"; }
+    [[ ! -e /usr/bin/wasmgate && ! -e /etc/wasmgate/wasmgate.toml ]] || fail "purge left files behind"
+    trap 'rm -rf "$work"' EXIT
+    say "amd64: installed, checked its configuration, purged"
+fi
 
 # --- arm64 ---------------------------------------------------------------------
 say "arm64 package"
