@@ -114,7 +114,7 @@ while IFS= read -r line; do
     *) fail "ci-readme does not know how to run this README command: $line" ;;
     esac
     run "$cmd" >"$work/observe.out" 2>"$work/observe.err" || { cat "$work/observe.out" "$work/observe.err" >&2; fail "$cmd"; }
-    sed 's/^/    /' "$work/observe.out" | head -n 12
+    awk 'NR <= 12 { print "    " $0 }' "$work/observe.out"
     [[ -s "$work/observe.out" ]] || fail "no output from: $cmd"
     n=$((n + 1))
 done <<<"$observe"
