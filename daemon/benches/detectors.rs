@@ -12,7 +12,10 @@
 //!
 //! Each figure is the median of several runs, each with fresh detectors over
 //! the whole series (warm-up included); the spread (min–max) is shown so the
-//! noise is visible.
+//! noise is visible. `WASMGATE_BENCH_RUNS` sets the number of runs (default
+//! 7). With `WASMGATE_BENCH_OUT=<file>`, every figure is also appended to
+//! that file as a JSON line (`{"bench","name","value","unit","min","max"}`)
+//! for `scripts/bench.sh`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -32,6 +35,33 @@ const SENSORS: usize = 4;
 const RUNS: usize = 7;
 /// One reading a minute: a daily season is 1440 readings.
 const DAY: usize = 1_440;
+
+fn runs() -> usize {
+    match std::env::var("WASMGATE_BENCH_RUNS") {
+        Ok(v) => v
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("WASMGATE_BENCH_RUNS must be a positive integer, got {v:?}"))
+            .max(1),
+        Err(_) => RUNS,
+    }
+}
+
+/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set.
+fn record(name: &str, value: f64, unit: &str, min: f64, max: f64) {
+    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
+        return;
+    };
+    let line = serde_json::json!({
+        "bench": "detectors", "name": name, "value": value, "unit": unit, "min": min, "max": max,
+    });
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("WASMGATE_BENCH_OUT opens");
+    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
+}
 
 fn median_spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(f64::total_cmp);
@@ -112,9 +142,9 @@ fn bench_single(values: &[(i64, f64)]) {
     );
     for (name, cfg) in configs() {
         cfg.validate().expect("valid config");
-        let mut times = Vec::with_capacity(RUNS);
+        let mut times = Vec::with_capacity(runs());
         let mut flagged = 0;
-        for _ in 0..RUNS {
+        for _ in 0..runs() {
             let mut d = cfg.build();
             flagged = 0;
             let t = Instant::now();
@@ -125,6 +155,7 @@ fn bench_single(values: &[(i64, f64)]) {
             times.push(t.elapsed().as_nanos() as f64 / values.len() as f64);
         }
         let (med, lo, hi) = median_spread(times);
+        record(&format!("detector/{name}"), med, "ns/value", lo, hi);
         println!(
             "{name:<20} {med:>10.1} {:>21} {flagged:>8}",
             format!("({lo:.1}–{hi:.1})")
@@ -185,9 +216,9 @@ fn bench_set(readings: &[Reading]) {
             ..DetectorSetConfig::default()
         };
         let per_value_detector = (2 * config.detectors.len()) as f64;
-        let mut times = Vec::with_capacity(RUNS);
+        let mut times = Vec::with_capacity(runs());
         let mut events = 0;
-        for _ in 0..RUNS {
+        for _ in 0..runs() {
             let mut set = DetectorSet::new("bench", &config).expect("valid set");
             events = 0;
             let t = Instant::now();
@@ -197,6 +228,13 @@ fn bench_set(readings: &[Reading]) {
             times.push(t.elapsed().as_nanos() as f64 / readings.len() as f64);
         }
         let (med, lo, hi) = median_spread(times);
+        record(
+            &format!("set/{}", name.trim_start_matches("set: ")),
+            med,
+            "ns/reading",
+            lo,
+            hi,
+        );
         println!(
             "{name:<20} {med:>10.1} {:>21} {:>14.1} {events:>8}",
             format!("({lo:.1}–{hi:.1})"),
@@ -207,7 +245,8 @@ fn bench_set(readings: &[Reading]) {
 
 fn main() {
     println!(
-        "detector benchmark: median of {RUNS} runs ({} {}, release profile)\n",
+        "detector benchmark: median of {} runs ({} {}, release profile)\n",
+        runs(),
         std::env::consts::ARCH,
         std::env::consts::OS
     );

@@ -30,6 +30,10 @@
 //! hop, the wait for the processing task to finish its current batch, and
 //! publishing the state (the e2e test `ota_e2e` prints the daemon's own
 //! `activation_ms`, which covers everything from receipt to swap).
+//!
+//! With `WASMGATE_BENCH_OUT=<file>`, every cell is also appended to that
+//! file as a JSON line (`{"bench","name","value","unit","min","max"}`:
+//! p50, min and max over the row's deployments) for `scripts/bench.sh`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -263,6 +267,27 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set: the
+/// p50, min and max of `xs`, in milliseconds.
+fn record(name: &str, xs: &[Duration]) {
+    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
+        return;
+    };
+    let mut v: Vec<f64> = xs.iter().copied().map(ms).collect();
+    v.sort_by(f64::total_cmp);
+    let line = serde_json::json!({
+        "bench": "ota", "name": name, "value": v[v.len() / 2], "unit": "ms",
+        "min": v[0], "max": v[v.len() - 1],
+    });
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("WASMGATE_BENCH_OUT opens");
+    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
+}
+
 /// (p50, max) of `xs`, milliseconds.
 fn p50_max(xs: &[Duration]) -> (f64, f64) {
     let mut v: Vec<f64> = xs.iter().copied().map(ms).collect();
@@ -365,6 +390,15 @@ fn main() {
         let base = std::fs::read(&path).expect("example module");
         for cold in [true, false] {
             let (s, bundle_bytes) = run_series(name, &base, &path, cold, n, &keys);
+            let cache = if cold { "cold" } else { "warm" };
+            for (step, xs) in [
+                ("verify", &s.verify),
+                ("persist", &s.persist),
+                ("deploy", &s.deploy),
+                ("total", &s.total),
+            ] {
+                record(&format!("{name}/{cache}/{step}"), xs);
+            }
             let cell = |xs: &[Duration]| {
                 let (p50, max) = p50_max(xs);
                 format!("{p50:>6.2} / {max:>6.2}")
@@ -372,7 +406,7 @@ fn main() {
             println!(
                 "{:<16} {:<5} {:>8}  {:>15}  {:>15}  {:>15}  {:>15}  {:>9.2}",
                 name,
-                if cold { "cold" } else { "warm" },
+                cache,
                 bundle_bytes,
                 cell(&s.verify),
                 cell(&s.persist),

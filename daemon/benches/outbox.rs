@@ -22,6 +22,11 @@
 //!
 //! Latency is receipt (just before the append) → acknowledgement, computed
 //! exactly from every recorded duration.
+//!
+//! With `WASMGATE_BENCH_OUT=<file>`, every figure is also appended to that
+//! file as a JSON line (`{"bench","name","value","unit","min","max"}`; one
+//! run, so min = max = value) for `scripts/bench.sh`, which runs the bench
+//! several times and takes the median.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -148,11 +153,29 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set.
+fn record(name: &str, value: f64, unit: &str) {
+    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
+        return;
+    };
+    let line = serde_json::json!({
+        "bench": "outbox", "name": name, "value": value, "unit": unit, "min": value, "max": value,
+    });
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("WASMGATE_BENCH_OUT opens");
+    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn report(name: &str, f: &mut Figures) {
+/// Print the figures of one run; `key` names them in `WASMGATE_BENCH_OUT`.
+fn report(key: &str, name: &str, f: &mut Figures) {
     f.latencies.sort_unstable();
     let n = f.latencies.len();
     assert_eq!(n as u64, f.messages, "every message acknowledged");
@@ -183,6 +206,20 @@ fn report(name: &str, f: &mut Figures) {
         f.disk_bytes as f64 / (1 << 20) as f64
     );
     println!();
+    let msf = |d: Duration| d.as_secs_f64() * 1e3;
+    record(
+        &format!("{key}/readings-per-s"),
+        f.messages as f64 / f.elapsed.as_secs_f64(),
+        "readings/s",
+    );
+    record(
+        &format!("{key}/readings-per-flush"),
+        f.messages as f64 / f.batches.max(1) as f64,
+        "readings",
+    );
+    record(&format!("{key}/p50"), msf(pct(50)), "ms");
+    record(&format!("{key}/p99"), msf(pct(99)), "ms");
+    record(&format!("{key}/max"), msf(f.latencies[n - 1]), "ms");
 }
 
 /// Group commit through the real [`Committer`]: `n` messages at full speed,
@@ -339,19 +376,23 @@ fn main() {
     let max_batch = default.commit_max_batch;
 
     report(
+        "group-commit-wait5",
         &format!("group commit, commit_wait_ms 5, commit_max_batch {max_batch}, full speed"),
         &mut group_commit(&rt, &default, n, None),
     );
     report(
+        "group-commit-wait0",
         &format!("group commit, commit_wait_ms 0, commit_max_batch {max_batch}, full speed"),
         &mut group_commit(&rt, &no_wait, n, None),
     );
     report(
+        "flush-per-reading",
         "flush per reading (db.flush() after every append)",
         &mut flush_per_reading(n_flush),
     );
     let paced = rate * PACED.as_secs();
     report(
+        "paced-wait5",
         &format!(
             "paced {rate} readings/s for {} s, commit_wait_ms 5",
             PACED.as_secs()
@@ -359,6 +400,7 @@ fn main() {
         &mut group_commit(&rt, &default, paced, Some(rate)),
     );
     report(
+        "paced-wait0",
         &format!(
             "paced {rate} readings/s for {} s, commit_wait_ms 0",
             PACED.as_secs()
