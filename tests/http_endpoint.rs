@@ -192,7 +192,9 @@ max = 100.0
     // The broker goes away: not ready, with the reasons; still live.
     let killed = Instant::now();
     broker.kill();
+    // Both connections notice on their own: the uplink's and the ingest's.
     g.wait_for_log("uplink lost", SECS).await;
+    g.wait_for_log("MQTT connection failed", SECS).await;
     let (code, body) = get(http, "/readyz");
     eprintln!(
         "not ready {} ms after the broker was killed:\n{body}",
