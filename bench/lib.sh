@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of scripts/bench.sh and scripts/soak.sh (sourced, not run).
 #
 # The caller sets PROG (a name for messages), runs under `set -euo pipefail`

@@ -3,8 +3,8 @@
 # table of figures and ratios, and writes it with the machine's details to
 # BENCHMARKS.md (issue 7).
 #
-#   scripts/bench.sh            full run (~10 min after the builds); writes BENCHMARKS.md
-#   scripts/bench.sh --quick    smoke check (~2 min after the builds): fewer runs,
+#   scripts/bench.sh            full run (~5 min after the builds); writes BENCHMARKS.md
+#   scripts/bench.sh --quick    smoke check (~1 min after the builds): fewer runs,
 #                               smaller N; writes target/bench/BENCHMARKS.quick.md
 #   options:
 #     --arm        also build the aarch64 binary (scripts/build-arm.sh
@@ -45,12 +45,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC2034 # used by bench/lib.sh
 PROG=bench
-# shellcheck source=../bench/lib.sh
+# shellcheck source=bench/lib.sh source-path=SCRIPTDIR/..
 source "$ROOT/bench/lib.sh"
 TOOL=$ROOT/bench/tool.py
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 quick=false
 arm=false
@@ -221,8 +222,8 @@ E2E_PID=$GW_PID
 
 # Idle memory: sampled every 0.2 s for 2 s after /readyz turned ready.
 idle_rss() {
-    local pid=$1 max=0 v i
-    for i in $(seq 10); do
+    local pid=$1 max=0 v
+    for _ in $(seq 10); do
         v=$(proc_kb "$pid" VmRSS)
         ((v > max)) && max=$v
         sleep 0.2
@@ -233,7 +234,13 @@ record memory idle-1-module/vmrss "$(idle_rss "$E2E_PID")" kB
 
 python3 "$TOOL" payloads --count "$E2E_N" >"$WORK/payloads.txt"
 
-# throughput WHO RUN: one timed run; sets RATE (readings/s).
+# CPU time (user + system) of a process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+per_reading_us() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$E2E_N" 'BEGIN { printf "%.2f\n", t / hz / n * 1e6 }'; }
+
+# throughput WHO RUN: one timed run; sets RATE (readings/s) and records the
+# CPU time the broker and the gateway spent per reading.
 throughput() {
     local who=$1 run=$2 in out sub=bench-sub-$1-$2 subpid t0 t1 got rc=0
     if [[ $who == passthrough ]]; then
@@ -246,16 +253,25 @@ throughput() {
     subpid=$!
     BG_PIDS+=("$subpid")
     wait_subscribed "$sub" "$out"
+    local gw0 br0 gw1 br1
+    gw0=$(cpu_ticks "$E2E_PID")
+    br0=$(cpu_ticks "$MOSQ_PID")
     t0=$(date +%s%N)
     mosquitto_pub -h 127.0.0.1 -p "$MOSQ_PORT" -q 1 -i "bench-pub-$who-$run" -t "$in" -l \
         <"$WORK/payloads.txt"
     wait "$subpid" || rc=$?
     t1=$(date +%s%N)
+    gw1=$(cpu_ticks "$E2E_PID")
+    br1=$(cpu_ticks "$MOSQ_PID")
     bg_forget "$subpid"
     got=$(wc -l <"$WORK/sub.out")
     ((rc == 0 && got == E2E_N)) ||
         die "$who run $run: $got of $E2E_N outputs arrived (mosquitto_sub exit $rc)"
     RATE=$(awk -v n="$E2E_N" -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f\n", n / (ns / 1e9) }')
+    # CPU time (user + system) per reading, µs.
+    record e2e "$who/broker-cpu-us" "$(per_reading_us $((br1 - br0)))" us
+    [[ $who == wasmgate ]] && record e2e "$who/gateway-cpu-us" "$(per_reading_us $((gw1 - gw0)))" us
+    return 0
 }
 
 for run in $(seq "$E2E_RUNS"); do
@@ -372,9 +388,9 @@ for run in $(seq "$RSS_RUNS"); do
     subpid=$!
     BG_PIDS+=("$subpid")
     wait_subscribed "bench10-sub-$run" "wasmgate/$GW10/#"
-    # RSS sampler: every 100 ms while the load runs.
+    # Sampler: VmRSS and the outbox's entries every 100 ms while the load runs.
     (while kill -0 "$pid" 2>/dev/null; do
-        proc_kb "$pid" VmRSS
+        echo "$(proc_kb "$pid" VmRSS) $(metrics "$GW_HTTP" wasmgate_outbox_entries)"
         sleep 0.1
     done) >"$WORK/rss-samples.txt" 2>/dev/null &
     sampler=$!
@@ -396,10 +412,12 @@ for run in $(seq "$RSS_RUNS"); do
         say "run $run, burst $burst: $r readings/s, VmRSS after $after kB"
     done
     bg_stop "$sampler" 1
-    max=$(sort -n "$WORK/rss-samples.txt" | tail -1)
+    max=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$WORK/rss-samples.txt")
+    backlog=$(awk '$2 ~ /^[0-9]+$/ && $2 > m { m = $2 } END { print m + 0 }' "$WORK/rss-samples.txt")
     record memory load-10-modules/vmrss-max "$max" kB
+    record memory load-10-modules/outbox-max-entries "$backlog" entries
     record memory load-10-modules/vmhwm "$(proc_kb "$pid" VmHWM)" kB
-    say "run $run: max VmRSS $max kB, VmHWM $(proc_kb "$pid" VmHWM) kB"
+    say "run $run: max VmRSS $max kB, VmHWM $(proc_kb "$pid" VmHWM) kB, outbox backlog up to $backlog entries"
     bg_stop "$subpid" 2
     bg_stop "$pid"
 done
