@@ -174,3 +174,53 @@ start_gateway() {
     wait_until 30 "the gateway's HTTP endpoint (log: $log)" gw_listening
     wait_until 30 "the gateway to be ready (/readyz; log: $log)" ready "$GW_HTTP"
 }
+
+# gateway_head_toml ID STATE_DIR TOPIC [SENSOR_SEGMENT]: the start of a
+# benchmark gateway's configuration, without streams: the private broker at
+# MOSQ_PORT, the endpoint on a free port, one MQTT source (JSON, QoS 1).
+gateway_head_toml() {
+    local id=$1 state=$2 topic=$3 segment=${4:-}
+    cat <<EOF
+[gateway]
+id = "$id"
+[mqtt]
+host = "127.0.0.1"
+port = $MOSQ_PORT
+[http]
+listen = "127.0.0.1:0"
+[storage]
+path = "$state"
+[log]
+level = "info"
+[sources.in]
+type = "mqtt"
+topics = ["$topic"]
+format = "json"
+${segment:+sensor_segment = $segment}
+qos = 1
+EOF
+}
+
+# calibrate_gateway_toml ID STATE_DIR TOPIC SENSOR_GLOB [SENSOR_SEGMENT]: the
+# configuration both bench.sh (end to end) and soak.sh run: the head above
+# and one stream running calibrate.wasm, then EWMA and range detectors,
+# into the durable outbox. ROOT must be the repository.
+calibrate_gateway_toml() {
+    local sensors=$4
+    gateway_head_toml "$1" "$2" "$3" "${5:-}"
+    cat <<EOF
+[streams.s]
+sensors = ["$sensors"]
+[[streams.s.processors]]
+module = "$ROOT/guest-sdk/examples/wasm/calibrate.wasm"
+config = { fields = { temp = { scale = 1.8, offset = 32.0 } } }
+[[streams.s.detectors]]
+kind = "ewma"
+fields = ["temp"]
+[[streams.s.detectors]]
+kind = "range"
+fields = ["temp"]
+min = -40.0
+max = 200.0
+EOF
+}

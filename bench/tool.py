@@ -401,6 +401,37 @@ def build_table(agg, meta):
     t.row("  p99 receipt → ack", "outbox", "flush-per-reading/p99")
     t.row("paced 200 readings/s, commit_wait_ms 5: p99 receipt → ack", "outbox", "paced-wait5/p99")
 
+    t.section(
+        "Hostile-module corpus under load (hostile bench, in process): two calibrate streams, "
+        "alone vs with the 19 hostile modules of tests/hostile_modules/corpus.rs in their own streams "
+        "(within 20%% is the target)"
+    )
+    for key, label, paced in (
+        ("throughput", "saturation, normal readings/s, whole phase", False),
+        ("throughput_steady", "saturation, normal readings/s, 2nd half (all hostile quarantined)", False),
+        ("p99", "paced %s/s, p99 send → output, whole phase (incl. the quarantine transient)"
+         % meta.get("hostile_rate", "?"), True),
+        ("p99_steady", "paced, p99 send → output, 2nd half", True),
+        ("max", "paced, max send → output, whole phase", True),
+    ):
+        base = g("hostile", "baseline_%s" % key)
+        t.row("%s: baseline (normal streams alone)" % label, "hostile", "baseline_%s" % key)
+        r = g("hostile", "hostile_%s_ratio" % key)
+        h = g("hostile", "hostile_%s" % key)
+        if r is None and h is not None and base:
+            r = h / base
+        note = ""
+        if r is not None and key == "max":
+            note = "%.2f× baseline (the longest stall: no target)" % r
+        elif r is not None:
+            within = r >= 0.8 if key.startswith("throughput") else r <= 1.2
+            note = "%.2f× baseline (%s)" % (r, "within 20 %" if within else "NOT within 20 %")
+        t.row("%s: with the hostile corpus" % label, "hostile", "hostile_%s" % key, ratio=note)
+    t.row("quarantine transient: processing time in hostile calls, saturation", "hostile",
+          "hostile_transient_saturation")
+    t.row("quarantine transient: processing time in hostile calls, paced", "hostile",
+          "hostile_transient_paced")
+
     t.section("Detectors (native, per value / per reading)")
     t.row("ewma, one value", "detectors", "detector/ewma")
     t.row("mad w=60, one value", "detectors", "detector/mad w=60")

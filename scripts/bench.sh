@@ -3,8 +3,8 @@
 # table of figures and ratios, and writes it with the machine's details to
 # BENCHMARKS.md (issue 7).
 #
-#   scripts/bench.sh            full run (~5 min after the builds); writes BENCHMARKS.md
-#   scripts/bench.sh --quick    smoke check (~1 min after the builds): fewer runs,
+#   scripts/bench.sh            full run (~15 min after the builds); writes BENCHMARKS.md
+#   scripts/bench.sh --quick    smoke check (~2 min after the builds): fewer runs,
 #                               smaller N; writes target/bench/BENCHMARKS.quick.md
 #   options:
 #     --arm        also build the aarch64 binary (scripts/build-arm.sh
@@ -26,8 +26,10 @@
 #      10 modules;
 #   3. the cargo benches (daemon/benches/): processors (wasm per batch vs
 #      native, fuel on/off, cold start of a ~5 KB and a ~51 KB module),
-#      detectors, outbox (durable ingest readings/s, p99 ack latency) and
-#      ota (swap latency); they report through WASMGATE_BENCH_OUT;
+#      detectors, outbox (durable ingest readings/s, p99 ack latency), ota
+#      (swap latency) and hostile (normal streams' throughput and latency
+#      with the hostile-module corpus loaded, against them alone); they
+#      report through WASMGATE_BENCH_OUT;
 #   4. the stripped release binary's size (x86_64; aarch64 if built).
 #
 # Builds: `cargo bench --no-run` (bench profile: unstripped, and it writes
@@ -83,6 +85,7 @@ if $quick; then
     BENCH_RUNS=3 BENCH_BATCHES=50 DETECTOR_RUNS=2
     OUTBOX_RUNS=1 OUTBOX_N=3000
     OTA_RUNS=1 OTA_N=5
+    HOSTILE_RUNS=1 HOSTILE_SECS=4
     mode="quick run (--quick: fewer runs, smaller N — not for publication)"
     command="scripts/bench.sh --quick"
     [[ -n "$out" ]] || out=$ROOT/target/bench/BENCHMARKS.quick.md
@@ -93,6 +96,7 @@ else
     BENCH_RUNS=7 BENCH_BATCHES=200 DETECTOR_RUNS=7
     OUTBOX_RUNS=5 OUTBOX_N=20000
     OTA_RUNS=3 OTA_N=20
+    HOSTILE_RUNS=5 HOSTILE_SECS=20
     mode="full run"
     command="scripts/bench.sh"
     [[ -n "$out" ]] || out=$ROOT/BENCHMARKS.md
@@ -134,7 +138,7 @@ say "mosquitto $("$(mosquitto_bin)" -h 2>/dev/null | head -1 | awk '{print $3}')
 
 cd "$ROOT"
 step "build: cargo benches (bench profile)"
-benches=(processors detectors outbox ota)
+benches=(processors detectors outbox ota hostile)
 cargo bench --locked -p wasmgate --no-run --message-format=json-render-diagnostics \
     "${benches[@]/#/--bench=}" >"$WORK/bench-build.json"
 python3 - "$WORK/bench-build.json" "$WORK/bin" "${benches[@]}" <<'EOF'
@@ -183,39 +187,8 @@ step "end to end: mosquitto alone vs wasmgate ($E2E_RUNS runs of $E2E_N readings
 start_mosquitto "$WORK/mosquitto"
 cp "$MOSQ_LOG" "$WORK/logs/" 2>/dev/null || true
 GW_ID=bench
-cat >"$WORK/e2e.toml" <<EOF
 # End-to-end benchmark: one stream, calibrate.wasm, EWMA + range detectors.
-[gateway]
-id = "$GW_ID"
-[mqtt]
-host = "127.0.0.1"
-port = $MOSQ_PORT
-[http]
-listen = "127.0.0.1:0"
-[storage]
-path = "$WORK/e2e-state"
-[log]
-level = "info"
-[sources.in]
-type = "mqtt"
-topics = ["bench/+/data"]
-format = "json"
-sensor_segment = 1
-qos = 1
-[streams.s]
-sensors = ["*"]
-[[streams.s.processors]]
-module = "$ROOT/guest-sdk/examples/wasm/calibrate.wasm"
-config = { fields = { temp = { scale = 1.8, offset = 32.0 } } }
-[[streams.s.detectors]]
-kind = "ewma"
-fields = ["temp"]
-[[streams.s.detectors]]
-kind = "range"
-fields = ["temp"]
-min = -40.0
-max = 200.0
-EOF
+calibrate_gateway_toml "$GW_ID" "$WORK/e2e-state" "bench/+/data" "*" 1 >"$WORK/e2e.toml"
 "$WASMGATE" check-config "$WORK/e2e.toml" >/dev/null
 start_gateway "$WASMGATE" "$WORK/e2e.toml" "$WORK/logs/gateway-e2e.log"
 E2E_PID=$GW_PID
@@ -330,23 +303,8 @@ module_config() {
 }
 write_config10() {
     local state=$1 k m
-    cat <<EOF
-# Memory benchmark: 10 streams, one sensor each, the 5 example modules twice.
-[gateway]
-id = "$GW10"
-[mqtt]
-host = "127.0.0.1"
-port = $MOSQ_PORT
-[http]
-listen = "127.0.0.1:0"
-[storage]
-path = "$state"
-[sources.in]
-type = "mqtt"
-topics = ["bench10/data"]
-format = "json"
-qos = 1
-EOF
+    echo "# Memory benchmark: 10 streams, one sensor each, the 5 example modules twice."
+    gateway_head_toml "$GW10" "$state" "bench10/data"
     for k in $(seq 0 9); do
         m=${modules[$((k % 5))]}
         cat <<EOF
@@ -443,6 +401,10 @@ for run in $(seq "$OTA_RUNS"); do
     WASMGATE_BENCH_N=$OTA_N WASMGATE_BENCH_DIR=$WORK/ota-bench \
         "$WORK/bin/bench-ota" --bench | tee "$WORK/logs/bench-ota-$run.txt"
 done
+HOSTILE_RATE=2000
+step "cargo bench: hostile corpus under load ($HOSTILE_RUNS runs, saturation $((HOSTILE_SECS / 2)) s + paced $HOSTILE_SECS s at $HOSTILE_RATE/s per set-up)"
+WASMGATE_BENCH_RUNS=$HOSTILE_RUNS WASMGATE_BENCH_SECS=$HOSTILE_SECS WASMGATE_BENCH_RATE=$HOSTILE_RATE \
+    "$WORK/bin/bench-hostile" --bench | tee "$WORK/logs/bench-hostile.txt"
 unset WASMGATE_BENCH_OUT
 
 # ---------------------------------------------------------------- binary sizes
@@ -467,8 +429,8 @@ measured=$((SECONDS - measure_started))
 meta=$(python3 -c 'import json,sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
     command "$command" mode "$mode" \
     elapsed "measuring took $((measured / 60)) min $((measured % 60)) s, $((elapsed / 60)) min $((elapsed % 60)) s with the builds" \
-    e2e_n "$E2E_N" latency_rate "$LAT_RATE" rss_n "$RSS_N" aarch64_note "$aarch64_note" \
-    runs_note "$E2E_RUNS runs (end to end), $LAT_RUNS × $LAT_COUNT paced readings (latency), $RSS_RUNS (memory), $BENCH_RUNS (processors), $DETECTOR_RUNS (detectors), $OUTBOX_RUNS (outbox), $OTA_RUNS × $OTA_N deployments (OTA)")
+    e2e_n "$E2E_N" latency_rate "$LAT_RATE" hostile_rate "$HOSTILE_RATE" rss_n "$RSS_N" aarch64_note "$aarch64_note" \
+    runs_note "$E2E_RUNS runs (end to end), $LAT_RUNS × $LAT_COUNT paced readings (latency), $RSS_RUNS (memory), $BENCH_RUNS (processors), $DETECTOR_RUNS (detectors), $OUTBOX_RUNS (outbox), $OTA_RUNS × $OTA_N deployments (OTA), $HOSTILE_RUNS (hostile corpus)")
 mkdir -p "$(dirname "$out")"
 step "results"
 python3 "$TOOL" report --results "$RESULTS" --machine "$WORK/machine.json" --meta "$meta" --out "$out"

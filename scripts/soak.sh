@@ -144,35 +144,7 @@ cp "$binary" "$WORK/wasmgate"
 start_mosquitto "$WORK/mosquitto"
 GW_ID=soak
 STATE=$WORK/state
-cat >"$WORK/soak.toml" <<EOF
-[gateway]
-id = "$GW_ID"
-[mqtt]
-host = "127.0.0.1"
-port = $MOSQ_PORT
-[http]
-listen = "127.0.0.1:0"
-[storage]
-path = "$STATE"
-[sources.in]
-type = "mqtt"
-topics = ["soak/in"]
-format = "json"
-qos = 1
-[streams.s]
-sensors = ["soak-*"]
-[[streams.s.processors]]
-module = "$ROOT/guest-sdk/examples/wasm/calibrate.wasm"
-config = { fields = { temp = { scale = 1.8, offset = 32.0 } } }
-[[streams.s.detectors]]
-kind = "ewma"
-fields = ["temp"]
-[[streams.s.detectors]]
-kind = "range"
-fields = ["temp"]
-min = -40.0
-max = 200.0
-EOF
+calibrate_gateway_toml "$GW_ID" "$STATE" "soak/in" "soak-*" >"$WORK/soak.toml"
 "$WORK/wasmgate" check-config "$WORK/soak.toml" >/dev/null
 start_gateway "$WORK/wasmgate" "$WORK/soak.toml" "$WORK/gateway.log"
 out_topic=wasmgate/$GW_ID/out/s

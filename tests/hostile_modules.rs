@@ -396,6 +396,12 @@ async fn hostile_corpus_is_quarantined_while_normal_streams_run_unaffected() {
     for h in &corpus {
         let m = modules[h.name];
         assert_eq!(m["quarantined"], true, "{}: {m}", h.name);
+        assert_eq!(
+            m["last_error_kind"].as_str(),
+            Some(h.ending.kind().as_str()),
+            "{}: {m}",
+            h.name
+        );
         let last = m["last_error"].as_str().unwrap_or("");
         assert!(
             last.contains(&format!("module '{}'", h.name)) && last.contains(h.message),

@@ -17,9 +17,12 @@
 //! that file as a JSON line (`{"bench","name","value","unit","min","max"}`)
 //! for `scripts/bench.sh`.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::{env_usize, median_spread, record};
 use wasmgate::Reading;
 use wasmgate::detect::synth::{Anomaly, SeriesBuilder};
 use wasmgate::detect::{
@@ -27,6 +30,7 @@ use wasmgate::detect::{
     GaussianConfig, HoltWintersConfig, MadConfig, RangeConfig, RateConfig,
 };
 
+const BENCH: &str = "detectors";
 /// Values per single-detector run.
 const VALUES: usize = 200_000;
 /// Readings per `DetectorSet` run (each with 2 fields).
@@ -37,35 +41,7 @@ const RUNS: usize = 7;
 const DAY: usize = 1_440;
 
 fn runs() -> usize {
-    match std::env::var("WASMGATE_BENCH_RUNS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .unwrap_or_else(|_| panic!("WASMGATE_BENCH_RUNS must be a positive integer, got {v:?}"))
-            .max(1),
-        Err(_) => RUNS,
-    }
-}
-
-/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set.
-fn record(name: &str, value: f64, unit: &str, min: f64, max: f64) {
-    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
-        return;
-    };
-    let line = serde_json::json!({
-        "bench": "detectors", "name": name, "value": value, "unit": unit, "min": min, "max": max,
-    });
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("WASMGATE_BENCH_OUT opens");
-    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
-}
-
-fn median_spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+    env_usize("WASMGATE_BENCH_RUNS", RUNS).max(1)
 }
 
 /// A labelled series of `len` samples a minute apart: base 20, σ 0.5, a
@@ -155,7 +131,7 @@ fn bench_single(values: &[(i64, f64)]) {
             times.push(t.elapsed().as_nanos() as f64 / values.len() as f64);
         }
         let (med, lo, hi) = median_spread(times);
-        record(&format!("detector/{name}"), med, "ns/value", lo, hi);
+        record(BENCH, &format!("detector/{name}"), med, "ns/value", lo, hi);
         println!(
             "{name:<20} {med:>10.1} {:>21} {flagged:>8}",
             format!("({lo:.1}–{hi:.1})")
@@ -229,6 +205,7 @@ fn bench_set(readings: &[Reading]) {
         }
         let (med, lo, hi) = median_spread(times);
         record(
+            BENCH,
             &format!("set/{}", name.trim_start_matches("set: ")),
             med,
             "ns/reading",

@@ -17,7 +17,7 @@
 //!   runs), every one of them going from its first reading to quarantine
 //!   within the phase.
 //!
-//! Extra streams get one reading per 40 normal readings each and use
+//! Extra streams get one reading per 200 normal readings each and use
 //! `on_failure = "drop"`, so nothing of theirs goes on: the normal streams'
 //! outputs are the only outputs.
 //!
@@ -53,14 +53,18 @@
 //! `/healthz` always 200).
 //!
 //! `WASMGATE_BENCH_FUEL_PER_CALL` and `WASMGATE_BENCH_FUEL_PER_READING`
-//! replace the default fuel budget (10 000 000 + 200 000 per reading) in
+//! replace the default fuel budget (2 000 000 + 50 000 per reading) in
 //! every set-up, to see what a tighter budget does to the transient.
 //!
 //! Every figure is the median of `WASMGATE_BENCH_RUNS` runs (default 5),
-//! with the spread (min–max). With `WASMGATE_BENCH_OUT=<file>`, each median
+//! with the spread (min–max). A run measures the three set-ups back to back;
+//! the ratios to the baseline are taken within each run and their median
+//! (and spread) reported, so drifts in the machine's load between runs
+//! cancel out. With `WASMGATE_BENCH_OUT=<file>`, each median
 //! is appended to that file as a JSON line
 //! (`{"bench","name","value","unit","min","max"}`).
 
+mod common;
 #[path = "../../tests/hostile_modules/corpus.rs"]
 mod corpus;
 
@@ -70,45 +74,24 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
+use common::{env_u64, examples_dir, machine, median_spread, percentile, record};
 use wasmgate::Reading;
 use wasmgate::config::Config;
 use wasmgate::pipeline::{BatchResult, Pipeline, StartFailure};
 use wasmgate::runtime::{ErrorKind, Limits, Runtime};
 use wasmgate::state::SledState;
 
+const BENCH: &str = "hostile";
 /// The normal streams.
 const NORMAL: [&str; 2] = ["calm-a", "calm-b"];
 /// Normal readings per reading of each extra stream.
-const EXTRA_EVERY: u64 = 40;
+const EXTRA_EVERY: u64 = 200;
 /// The daemon's source queue, in messages (`run.rs` `SOURCE_QUEUE`).
 const QUEUE: usize = 256;
 /// The daemon's batch timeout (`run.rs` `BATCH_WAIT`).
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// Allowed slowdown.
 const WITHIN: f64 = 0.20;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
-        Err(_) => default,
-    }
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{}, {cores} cores, {model}", std::env::consts::ARCH)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Setup {
@@ -164,8 +147,7 @@ fn files() -> Files {
         })
         .collect();
     Files {
-        calibrate: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../guest-sdk/examples/wasm/calibrate.wasm"),
+        calibrate: examples_dir().join("calibrate.wasm"),
         benign,
         hostile,
         _dir: dir,
@@ -447,36 +429,6 @@ fn run_phase(setup: Setup, f: &Files, secs: Duration, rate: Option<u64>) -> Phas
     phase
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// (median, min, max).
-fn median_spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
-
-fn record(name: &str, (value, min, max): (f64, f64, f64), unit: &str) {
-    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
-        return;
-    };
-    let line = serde_json::json!({
-        "bench": "hostile", "name": name, "value": value, "unit": unit, "min": min, "max": max,
-    });
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("WASMGATE_BENCH_OUT opens");
-    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
-}
-
 /// Figures of one set-up over the runs, by name.
 type Figures = BTreeMap<&'static str, Vec<f64>>;
 
@@ -496,7 +448,10 @@ fn main() {
     let rate = env_u64("WASMGATE_BENCH_RATE", 2_000).max(10);
     let (sat_secs, paced_secs) = (secs / 2, secs);
     let f = files();
-    println!("hostile-module corpus under load — {}", machine());
+    println!(
+        "hostile-module corpus under load — {}",
+        machine(std::env::consts::ARCH)
+    );
     println!(
         "{} hostile modules; 2 normal streams (calibrate); each extra stream gets 1 reading \
          per {EXTRA_EVERY} normal readings; {runs} runs; saturation {sat_secs} s, paced \
@@ -569,7 +524,6 @@ fn main() {
         print!(" {heading:>26}");
     }
     println!();
-    let mut medians: BTreeMap<(Setup, &str), f64> = BTreeMap::new();
     for setup in setups {
         print!("{:32}", setup.label());
         for (key, _, unit) in COLUMNS {
@@ -580,16 +534,22 @@ fn main() {
                 format!("{:.0} ({:.0}–{:.0})", m.0, m.1, m.2)
             };
             print!(" {cell:>26}");
-            record(&format!("{}_{key}", setup.key()), m, unit);
-            medians.insert((setup, key), m.0);
+            let name = format!("{}_{key}", setup.key());
+            record(BENCH, &name, m.0, unit, m.1, m.2);
         }
         println!();
     }
     println!();
     for setup in [Setup::Benign, Setup::Hostile] {
-        let ratio = |k: &str| medians[&(setup, k)] / medians[&(Setup::Baseline, k)];
+        // Paired: each run's set-up against the same run's baseline (its
+        // phases run back to back), then the median over the runs, so a
+        // change in the machine's load between runs cancels out.
+        let ratio = |k: &str| {
+            let (s, b) = (&figures[&setup][k], &figures[&Setup::Baseline][k]);
+            median_spread(s.iter().zip(b).map(|(s, b)| s / b).collect())
+        };
         let verdict = |k: &str| {
-            let r = ratio(k);
+            let (r, _, _) = ratio(k);
             let ok = if k.starts_with("throughput") {
                 r >= 1.0 - WITHIN
             } else {
@@ -613,9 +573,15 @@ fn main() {
             .map(verdict)
             .join(", ")
         );
-        for k in ["throughput", "throughput_steady", "p99", "p99_steady"] {
-            let r = ratio(k);
-            record(&format!("{}_{k}_ratio", setup.key()), (r, r, r), "x");
+        for k in [
+            "throughput",
+            "throughput_steady",
+            "p99",
+            "p99_steady",
+            "max",
+        ] {
+            let (r, lo, hi) = ratio(k);
+            record(BENCH, &format!("{}_{k}_ratio", setup.key()), r, "x", lo, hi);
         }
     }
     let sat_stall = median_spread(transient.iter().map(|t| t.0).collect());
@@ -634,8 +600,10 @@ fn main() {
         paced_stall.2,
         quarantined_by.0
     );
-    record("hostile_transient_saturation", sat_stall, "ms");
-    record("hostile_transient_paced", paced_stall, "ms");
+    let (m, lo, hi) = sat_stall;
+    record(BENCH, "hostile_transient_saturation", m, "ms", lo, hi);
+    let (m, lo, hi) = paced_stall;
+    record(BENCH, "hostile_transient_paced", m, "ms", lo, hi);
     let budget = limits().fuel_for(fuel.1.round() as usize);
     println!(
         "calibrate uses {:.0} fuel per call (mean batch {:.1} readings) against a budget of {} \

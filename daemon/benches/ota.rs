@@ -35,10 +35,13 @@
 //! file as a JSON line (`{"bench","name","value","unit","min","max"}`:
 //! p50, min and max over the row's deployments) for `scripts/bench.sh`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{env_usize, examples_dir, machine, median_spread, record, uname};
 use ed25519_dalek::SigningKey;
 use sha2::Digest;
 use wasmgate::Reading;
@@ -54,25 +57,13 @@ use wasmgate::runtime::abi::ABI_VERSION;
 use wasmgate::runtime::{Clock, Limits, Runtime};
 use wasmgate::state::MemoryState;
 
+const BENCH: &str = "ota";
 /// Readings per batch (the daemon's default `batch_size`) and so the size
 /// of the shadow run's sample.
 const BATCH: usize = 64;
 /// sled page cache, as the daemon's default `storage.cache_bytes`.
 const CACHE_BYTES: u64 = 4 << 20;
 const GATEWAY: &str = "bench-gw";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
-        Err(_) => default,
-    }
-}
-
-fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/examples/wasm")
-}
 
 /// A fresh directory on disk, removed on drop.
 fn bench_dir() -> tempfile::TempDir {
@@ -84,28 +75,6 @@ fn bench_dir() -> tempfile::TempDir {
         .prefix("ota-bench-")
         .tempdir_in(base)
         .expect("temporary benchmark directory")
-}
-
-/// `uname -m`, the core count and the CPU model.
-fn machine() -> String {
-    let arch = std::process::Command::new("uname")
-        .arg("-m")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{arch}, {cores} cores, {model}")
 }
 
 fn leb128(mut n: usize, out: &mut Vec<u8>) {
@@ -267,32 +236,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set: the
-/// p50, min and max of `xs`, in milliseconds.
-fn record(name: &str, xs: &[Duration]) {
-    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
-        return;
-    };
-    let mut v: Vec<f64> = xs.iter().copied().map(ms).collect();
-    v.sort_by(f64::total_cmp);
-    let line = serde_json::json!({
-        "bench": "ota", "name": name, "value": v[v.len() / 2], "unit": "ms",
-        "min": v[0], "max": v[v.len() - 1],
-    });
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("WASMGATE_BENCH_OUT opens");
-    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
-}
-
-/// (p50, max) of `xs`, milliseconds.
-fn p50_max(xs: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = xs.iter().copied().map(ms).collect();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[v.len() - 1])
+/// (p50, min, max) of `xs`, milliseconds.
+fn spread_ms(xs: &[Duration]) -> (f64, f64, f64) {
+    median_spread(xs.iter().copied().map(ms).collect())
 }
 
 /// Per-iteration timings of one series.
@@ -374,7 +320,10 @@ fn run_series(
 fn main() {
     let n = env_usize("WASMGATE_BENCH_N", 20).max(1);
     println!("OTA: bundle bytes -> new version active (library path, release build)");
-    println!("machine: {}", machine());
+    let arch = uname("-m")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    println!("machine: {}", machine(&arch));
     println!(
         "{n} deployments per row, each a new release; shadow run on a {BATCH}-reading sample; \
          p50 / max in ms"
@@ -397,10 +346,12 @@ fn main() {
                 ("deploy", &s.deploy),
                 ("total", &s.total),
             ] {
-                record(&format!("{name}/{cache}/{step}"), xs);
+                let (p50, min, max) = spread_ms(xs);
+                let key = format!("{name}/{cache}/{step}");
+                record(BENCH, &key, p50, "ms", min, max);
             }
             let cell = |xs: &[Duration]| {
-                let (p50, max) = p50_max(xs);
+                let (p50, _, max) = spread_ms(xs);
                 format!("{p50:>6.2} / {max:>6.2}")
             };
             println!(

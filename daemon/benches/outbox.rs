@@ -28,11 +28,14 @@
 //! run, so min = max = value) for `scripts/bench.sh`, which runs the bench
 //! several times and takes the median.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{cores, cpu_model, env_u64, uname};
 use tokio::sync::mpsc;
 use wasmgate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
 use wasmgate::outbox::{FullPolicy, Kind, Outbox, OutboxConfig, Staged};
@@ -41,15 +44,6 @@ use wasmgate::outbox::{FullPolicy, Kind, Outbox, OutboxConfig, Staged};
 const CACHE_BYTES: u64 = 4 << 20;
 /// Paced run length.
 const PACED: Duration = Duration::from_secs(2);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
-        Err(_) => default,
-    }
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -153,21 +147,10 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set.
+/// Append one figure to `WASMGATE_BENCH_OUT`, if set: one run, so
+/// min = max = value.
 fn record(name: &str, value: f64, unit: &str) {
-    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
-        return;
-    };
-    let line = serde_json::json!({
-        "bench": "outbox", "name": name, "value": value, "unit": unit, "min": value, "max": value,
-    });
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("WASMGATE_BENCH_OUT opens");
-    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
+    common::record("outbox", name, value, unit, value, value);
 }
 
 fn ms(d: Duration) -> String {
@@ -303,24 +286,9 @@ fn flush_per_reading(n: u64) -> Figures {
 
 /// `uname -m`, `uname -r`, CPU model, the file system holding `dir`.
 fn machine(dir: &std::path::Path) -> String {
-    let uname = |flag: &str| {
-        std::process::Command::new("uname")
-            .arg(flag)
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map_or_else(|| "?".to_string(), |s| s.trim().to_string())
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let uname = |flag: &str| uname(flag).unwrap_or_else(|| "?".to_string());
+    let cpu = cpu_model().unwrap_or_else(|| "?".to_string());
+    let cores = cores();
     // The longest mount point that is a prefix of the directory.
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let fs = std::fs::read_to_string("/proc/mounts")

@@ -23,53 +23,21 @@
 //! that file as a JSON line (`{"bench","name","value","unit","min","max"}`)
 //! for `scripts/bench.sh`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::{env_usize, examples_dir, median_spread, record};
 use wasmgate::Reading;
 use wasmgate::runtime::{Clock, HostEnv, Limits, ModuleConfig, Runtime};
 use wasmgate::state::MemoryState;
 
+const BENCH: &str = "processors";
 const BATCH: usize = 64;
 const RUNS: usize = 7;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
-        Err(_) => default,
-    }
-}
-
-/// Append one figure to `WASMGATE_BENCH_OUT` (a JSON line), if set.
-fn record(name: &str, value: f64, unit: &str, min: f64, max: f64) {
-    let Some(path) = std::env::var_os("WASMGATE_BENCH_OUT") else {
-        return;
-    };
-    let line = serde_json::json!({
-        "bench": "processors", "name": name, "value": value, "unit": unit, "min": min, "max": max,
-    });
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("WASMGATE_BENCH_OUT opens");
-    writeln!(f, "{line}").expect("WASMGATE_BENCH_OUT written");
-}
-
-fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/examples/wasm")
-}
-
-fn median_spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
 
 fn batch(i: usize) -> Vec<Reading> {
     (0..BATCH)
@@ -177,7 +145,7 @@ fn max_limits() -> Limits {
 /// "median (min–max)" in µs, and the figure recorded under `name`.
 fn cell(name: &str, xs: Vec<f64>) -> (f64, String) {
     let (m, lo, hi) = median_spread(xs);
-    record(name, m * 1e6, "us", lo * 1e6, hi * 1e6);
+    record(BENCH, name, m * 1e6, "us", lo * 1e6, hi * 1e6);
     (m, format!("{} ({}–{})", us(m), us(lo), us(hi)))
 }
 
@@ -223,6 +191,7 @@ fn main() {
             total.push(l + i);
         }
         record(
+            BENCH,
             &format!("size/{name}"),
             bytes.len() as f64,
             "B",
@@ -280,6 +249,7 @@ fn main() {
         let (off_m, off_cell) = cell(&format!("batch/{name}/fuel-off"), off);
         let (_, max_cell) = cell(&format!("batch/{name}/fuel-off-limits-max"), max);
         record(
+            BENCH,
             &format!("ratio/{name}/fuel-on-vs-off"),
             on_m / off_m,
             "x",
@@ -318,6 +288,7 @@ fn main() {
         };
         if let Some(n) = native {
             record(
+                BENCH,
                 &format!("ratio/{name}/wasm-vs-native"),
                 on_m / n,
                 "x",

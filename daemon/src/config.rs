@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [runtime]                      # crate::runtime::limits::Limits; all keys optional
-//! fuel_per_call = 10_000_000
+//! fuel_per_call = 2_000_000
 //!
 //! [streams.greenhouse]           # stream name = table key
 //! sensors = ["greenhouse/*"]     # sensor-id globs, default ["*"]

@@ -20,7 +20,7 @@ pub const MAX_STATE_TOTAL: u64 = 1 << 20;
 /// Longest log line kept, bytes.
 pub const MAX_LOG_LINE: usize = 1024;
 /// Fuel charged for every host call, plus one unit per byte copied.
-pub const HOST_CALL_FUEL: u64 = 100;
+pub const HOST_CALL_FUEL: u64 = 500;
 /// Guest log lines let through per [`LOG_WINDOW`].
 const LOG_BURST: u32 = 50;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
