@@ -12,6 +12,7 @@ mod check_config;
 mod demo;
 mod detection_quality;
 mod examples;
+mod hostile_modules;
 mod http_endpoint;
 mod limits;
 mod mosquitto;

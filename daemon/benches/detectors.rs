@@ -12,11 +12,17 @@
 //!
 //! Each figure is the median of several runs, each with fresh detectors over
 //! the whole series (warm-up included); the spread (min–max) is shown so the
-//! noise is visible.
+//! noise is visible. `WASMGATE_BENCH_RUNS` sets the number of runs (default
+//! 7). With `WASMGATE_BENCH_OUT=<file>`, every figure is also appended to
+//! that file as a JSON line (`{"bench","name","value","unit","min","max"}`)
+//! for `scripts/bench.sh`.
+
+mod common;
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::{env_usize, median_spread, record};
 use wasmgate::Reading;
 use wasmgate::detect::synth::{Anomaly, SeriesBuilder};
 use wasmgate::detect::{
@@ -24,6 +30,7 @@ use wasmgate::detect::{
     GaussianConfig, HoltWintersConfig, MadConfig, RangeConfig, RateConfig,
 };
 
+const BENCH: &str = "detectors";
 /// Values per single-detector run.
 const VALUES: usize = 200_000;
 /// Readings per `DetectorSet` run (each with 2 fields).
@@ -33,9 +40,8 @@ const RUNS: usize = 7;
 /// One reading a minute: a daily season is 1440 readings.
 const DAY: usize = 1_440;
 
-fn median_spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+fn runs() -> usize {
+    env_usize("WASMGATE_BENCH_RUNS", RUNS).max(1)
 }
 
 /// A labelled series of `len` samples a minute apart: base 20, σ 0.5, a
@@ -112,9 +118,9 @@ fn bench_single(values: &[(i64, f64)]) {
     );
     for (name, cfg) in configs() {
         cfg.validate().expect("valid config");
-        let mut times = Vec::with_capacity(RUNS);
+        let mut times = Vec::with_capacity(runs());
         let mut flagged = 0;
-        for _ in 0..RUNS {
+        for _ in 0..runs() {
             let mut d = cfg.build();
             flagged = 0;
             let t = Instant::now();
@@ -125,6 +131,7 @@ fn bench_single(values: &[(i64, f64)]) {
             times.push(t.elapsed().as_nanos() as f64 / values.len() as f64);
         }
         let (med, lo, hi) = median_spread(times);
+        record(BENCH, &format!("detector/{name}"), med, "ns/value", lo, hi);
         println!(
             "{name:<20} {med:>10.1} {:>21} {flagged:>8}",
             format!("({lo:.1}–{hi:.1})")
@@ -185,9 +192,9 @@ fn bench_set(readings: &[Reading]) {
             ..DetectorSetConfig::default()
         };
         let per_value_detector = (2 * config.detectors.len()) as f64;
-        let mut times = Vec::with_capacity(RUNS);
+        let mut times = Vec::with_capacity(runs());
         let mut events = 0;
-        for _ in 0..RUNS {
+        for _ in 0..runs() {
             let mut set = DetectorSet::new("bench", &config).expect("valid set");
             events = 0;
             let t = Instant::now();
@@ -197,6 +204,14 @@ fn bench_set(readings: &[Reading]) {
             times.push(t.elapsed().as_nanos() as f64 / readings.len() as f64);
         }
         let (med, lo, hi) = median_spread(times);
+        record(
+            BENCH,
+            &format!("set/{}", name.trim_start_matches("set: ")),
+            med,
+            "ns/reading",
+            lo,
+            hi,
+        );
         println!(
             "{name:<20} {med:>10.1} {:>21} {:>14.1} {events:>8}",
             format!("({lo:.1}–{hi:.1})"),
@@ -207,7 +222,8 @@ fn bench_set(readings: &[Reading]) {
 
 fn main() {
     println!(
-        "detector benchmark: median of {RUNS} runs ({} {}, release profile)\n",
+        "detector benchmark: median of {} runs ({} {}, release profile)\n",
+        runs(),
         std::env::consts::ARCH,
         std::env::consts::OS
     );

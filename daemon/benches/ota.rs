@@ -30,11 +30,18 @@
 //! hop, the wait for the processing task to finish its current batch, and
 //! publishing the state (the e2e test `ota_e2e` prints the daemon's own
 //! `activation_ms`, which covers everything from receipt to swap).
+//!
+//! With `WASMGATE_BENCH_OUT=<file>`, every cell is also appended to that
+//! file as a JSON line (`{"bench","name","value","unit","min","max"}`:
+//! p50, min and max over the row's deployments) for `scripts/bench.sh`.
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{env_usize, examples_dir, machine, median_spread, record, uname};
 use ed25519_dalek::SigningKey;
 use sha2::Digest;
 use wasmgate::Reading;
@@ -50,25 +57,13 @@ use wasmgate::runtime::abi::ABI_VERSION;
 use wasmgate::runtime::{Clock, Limits, Runtime};
 use wasmgate::state::MemoryState;
 
+const BENCH: &str = "ota";
 /// Readings per batch (the daemon's default `batch_size`) and so the size
 /// of the shadow run's sample.
 const BATCH: usize = 64;
 /// sled page cache, as the daemon's default `storage.cache_bytes`.
 const CACHE_BYTES: u64 = 4 << 20;
 const GATEWAY: &str = "bench-gw";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
-        Err(_) => default,
-    }
-}
-
-fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/examples/wasm")
-}
 
 /// A fresh directory on disk, removed on drop.
 fn bench_dir() -> tempfile::TempDir {
@@ -80,28 +75,6 @@ fn bench_dir() -> tempfile::TempDir {
         .prefix("ota-bench-")
         .tempdir_in(base)
         .expect("temporary benchmark directory")
-}
-
-/// `uname -m`, the core count and the CPU model.
-fn machine() -> String {
-    let arch = std::process::Command::new("uname")
-        .arg("-m")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{arch}, {cores} cores, {model}")
 }
 
 fn leb128(mut n: usize, out: &mut Vec<u8>) {
@@ -263,11 +236,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// (p50, max) of `xs`, milliseconds.
-fn p50_max(xs: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = xs.iter().copied().map(ms).collect();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[v.len() - 1])
+/// (p50, min, max) of `xs`, milliseconds.
+fn spread_ms(xs: &[Duration]) -> (f64, f64, f64) {
+    median_spread(xs.iter().copied().map(ms).collect())
 }
 
 /// Per-iteration timings of one series.
@@ -349,7 +320,10 @@ fn run_series(
 fn main() {
     let n = env_usize("WASMGATE_BENCH_N", 20).max(1);
     println!("OTA: bundle bytes -> new version active (library path, release build)");
-    println!("machine: {}", machine());
+    let arch = uname("-m")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    println!("machine: {}", machine(&arch));
     println!(
         "{n} deployments per row, each a new release; shadow run on a {BATCH}-reading sample; \
          p50 / max in ms"
@@ -365,14 +339,25 @@ fn main() {
         let base = std::fs::read(&path).expect("example module");
         for cold in [true, false] {
             let (s, bundle_bytes) = run_series(name, &base, &path, cold, n, &keys);
+            let cache = if cold { "cold" } else { "warm" };
+            for (step, xs) in [
+                ("verify", &s.verify),
+                ("persist", &s.persist),
+                ("deploy", &s.deploy),
+                ("total", &s.total),
+            ] {
+                let (p50, min, max) = spread_ms(xs);
+                let key = format!("{name}/{cache}/{step}");
+                record(BENCH, &key, p50, "ms", min, max);
+            }
             let cell = |xs: &[Duration]| {
-                let (p50, max) = p50_max(xs);
+                let (p50, _, max) = spread_ms(xs);
                 format!("{p50:>6.2} / {max:>6.2}")
             };
             println!(
                 "{:<16} {:<5} {:>8}  {:>15}  {:>15}  {:>15}  {:>15}  {:>9.2}",
                 name,
-                if cold { "cold" } else { "warm" },
+                cache,
                 bundle_bytes,
                 cell(&s.verify),
                 cell(&s.persist),

@@ -22,12 +22,20 @@
 //!
 //! Latency is receipt (just before the append) → acknowledgement, computed
 //! exactly from every recorded duration.
+//!
+//! With `WASMGATE_BENCH_OUT=<file>`, every figure is also appended to that
+//! file as a JSON line (`{"bench","name","value","unit","min","max"}`; one
+//! run, so min = max = value) for `scripts/bench.sh`, which runs the bench
+//! several times and takes the median.
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{cores, cpu_model, env_u64, uname};
 use tokio::sync::mpsc;
 use wasmgate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
 use wasmgate::outbox::{FullPolicy, Kind, Outbox, OutboxConfig, Staged};
@@ -36,15 +44,6 @@ use wasmgate::outbox::{FullPolicy, Kind, Outbox, OutboxConfig, Staged};
 const CACHE_BYTES: u64 = 4 << 20;
 /// Paced run length.
 const PACED: Duration = Duration::from_secs(2);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
-        Err(_) => default,
-    }
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -148,11 +147,18 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Append one figure to `WASMGATE_BENCH_OUT`, if set: one run, so
+/// min = max = value.
+fn record(name: &str, value: f64, unit: &str) {
+    common::record("outbox", name, value, unit, value, value);
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn report(name: &str, f: &mut Figures) {
+/// Print the figures of one run; `key` names them in `WASMGATE_BENCH_OUT`.
+fn report(key: &str, name: &str, f: &mut Figures) {
     f.latencies.sort_unstable();
     let n = f.latencies.len();
     assert_eq!(n as u64, f.messages, "every message acknowledged");
@@ -183,6 +189,20 @@ fn report(name: &str, f: &mut Figures) {
         f.disk_bytes as f64 / (1 << 20) as f64
     );
     println!();
+    let msf = |d: Duration| d.as_secs_f64() * 1e3;
+    record(
+        &format!("{key}/readings-per-s"),
+        f.messages as f64 / f.elapsed.as_secs_f64(),
+        "readings/s",
+    );
+    record(
+        &format!("{key}/readings-per-flush"),
+        f.messages as f64 / f.batches.max(1) as f64,
+        "readings",
+    );
+    record(&format!("{key}/p50"), msf(pct(50)), "ms");
+    record(&format!("{key}/p99"), msf(pct(99)), "ms");
+    record(&format!("{key}/max"), msf(f.latencies[n - 1]), "ms");
 }
 
 /// Group commit through the real [`Committer`]: `n` messages at full speed,
@@ -266,24 +286,9 @@ fn flush_per_reading(n: u64) -> Figures {
 
 /// `uname -m`, `uname -r`, CPU model, the file system holding `dir`.
 fn machine(dir: &std::path::Path) -> String {
-    let uname = |flag: &str| {
-        std::process::Command::new("uname")
-            .arg(flag)
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map_or_else(|| "?".to_string(), |s| s.trim().to_string())
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let uname = |flag: &str| uname(flag).unwrap_or_else(|| "?".to_string());
+    let cpu = cpu_model().unwrap_or_else(|| "?".to_string());
+    let cores = cores();
     // The longest mount point that is a prefix of the directory.
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let fs = std::fs::read_to_string("/proc/mounts")
@@ -339,19 +344,23 @@ fn main() {
     let max_batch = default.commit_max_batch;
 
     report(
+        "group-commit-wait5",
         &format!("group commit, commit_wait_ms 5, commit_max_batch {max_batch}, full speed"),
         &mut group_commit(&rt, &default, n, None),
     );
     report(
+        "group-commit-wait0",
         &format!("group commit, commit_wait_ms 0, commit_max_batch {max_batch}, full speed"),
         &mut group_commit(&rt, &no_wait, n, None),
     );
     report(
+        "flush-per-reading",
         "flush per reading (db.flush() after every append)",
         &mut flush_per_reading(n_flush),
     );
     let paced = rate * PACED.as_secs();
     report(
+        "paced-wait5",
         &format!(
             "paced {rate} readings/s for {} s, commit_wait_ms 5",
             PACED.as_secs()
@@ -359,6 +368,7 @@ fn main() {
         &mut group_commit(&rt, &default, paced, Some(rate)),
     );
     report(
+        "paced-wait0",
         &format!(
             "paced {rate} readings/s for {} s, commit_wait_ms 0",
             PACED.as_secs()

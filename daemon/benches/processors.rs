@@ -8,32 +8,36 @@
 //! * load (parse + validate + compile) and instantiate (+ init) time;
 //! * cost per batch of 64 readings through the wasm module versus the same
 //!   algorithm in native Rust (ratio);
-//! * fuel metering on versus off (ratio).
+//! * fuel metering on versus off (ratio), and fuel off with every other
+//!   limit raised to its maximum (memory 1 GiB, tables, call depth, output
+//!   size), to show what the remaining limits cost.
+//!
+//! `calibrate.wasm` (~51 KB, a Rust guest with its allocator and CBOR code)
+//! is the ~50 KB module of the cold-start figures; `c-clamp.wasm` (~5 KB,
+//! C) the small one.
 //!
 //! Each figure is the median of several runs; the spread (min–max) is shown
-//! so the noise is visible.
+//! so the noise is visible. `WASMGATE_BENCH_RUNS` sets the number of runs
+//! (default 7), `WASMGATE_BENCH_BATCHES` the batches per timed run (default
+//! 200). With `WASMGATE_BENCH_OUT=<file>`, every figure is also appended to
+//! that file as a JSON line (`{"bench","name","value","unit","min","max"}`)
+//! for `scripts/bench.sh`.
+
+mod common;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{env_usize, examples_dir, median_spread, record};
 use wasmgate::Reading;
 use wasmgate::runtime::{Clock, HostEnv, Limits, ModuleConfig, Runtime};
 use wasmgate::state::MemoryState;
 
+const BENCH: &str = "processors";
 const BATCH: usize = 64;
 const RUNS: usize = 7;
-
-fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/examples/wasm")
-}
-
-fn median_spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
 
 fn batch(i: usize) -> Vec<Reading> {
     (0..BATCH)
@@ -125,7 +129,29 @@ fn us(s: f64) -> String {
     format!("{:.1} µs", s * 1e6)
 }
 
+/// Every limit but fuel raised to its maximum (fuel metering is switched
+/// off separately): what the memory/table/stack/output caps cost.
+fn max_limits() -> Limits {
+    Limits {
+        memory_bytes: 1 << 30,
+        table_elements: u32::MAX,
+        max_recursion_depth: 100_000,
+        max_module_bytes: 256 << 20,
+        max_output_bytes: 256 << 20,
+        ..Limits::default()
+    }
+}
+
+/// "median (min–max)" in µs, and the figure recorded under `name`.
+fn cell(name: &str, xs: Vec<f64>) -> (f64, String) {
+    let (m, lo, hi) = median_spread(xs);
+    record(BENCH, name, m * 1e6, "us", lo * 1e6, hi * 1e6);
+    (m, format!("{} ({}–{})", us(m), us(lo), us(hi)))
+}
+
 fn main() {
+    let runs = env_usize("WASMGATE_BENCH_RUNS", RUNS).max(1);
+    let n_batches = env_usize("WASMGATE_BENCH_BATCHES", 200).max(1);
     let names = [
         "calibrate",
         "moving-average",
@@ -133,14 +159,14 @@ fn main() {
         "threshold-alert",
         "c-clamp",
     ];
-    let batches: Vec<Vec<Reading>> = (0..200).map(batch).collect();
+    let batches: Vec<Vec<Reading>> = (0..n_batches).map(batch).collect();
     println!(
-        "wasmgate processor benchmark — {RUNS} runs each, median (min–max); batch = {BATCH} readings"
+        "wasmgate processor benchmark — {runs} runs each, median (min–max); batch = {BATCH} readings"
     );
     println!();
     println!(
-        "{:<16} {:>8} {:>22} {:>22}",
-        "module", "size", "load+compile", "instantiate+init"
+        "{:<16} {:>8} {:>22} {:>22} {:>22}",
+        "module", "size", "load+compile", "instantiate+init", "cold start (sum)"
     );
     for name in names {
         let path = examples_dir().join(format!("{name}.wasm"));
@@ -150,30 +176,46 @@ fn main() {
         };
         let mut load = Vec::new();
         let mut inst = Vec::new();
-        for _ in 0..RUNS {
+        let mut total = Vec::new();
+        for _ in 0..runs {
             // A fresh runtime each time so the sha256 cache does not hide the compile.
             let rt = Runtime::new(Limits::default()).expect("runtime");
             let t = Instant::now();
             let m = rt.load_bytes(name, &bytes).expect("load");
-            load.push(t.elapsed().as_secs_f64());
+            let l = t.elapsed().as_secs_f64();
             let t = Instant::now();
             black_box(rt.instantiate(&m, env(name)).expect("instantiate"));
-            inst.push(t.elapsed().as_secs_f64());
+            let i = t.elapsed().as_secs_f64();
+            load.push(l);
+            inst.push(i);
+            total.push(l + i);
         }
-        let (lm, l0, l1) = median_spread(load);
-        let (im, i0, i1) = median_spread(inst);
+        record(
+            BENCH,
+            &format!("size/{name}"),
+            bytes.len() as f64,
+            "B",
+            bytes.len() as f64,
+            bytes.len() as f64,
+        );
+        let (_, load) = cell(&format!("cold/{name}/load"), load);
+        let (_, inst) = cell(&format!("cold/{name}/instantiate"), inst);
+        let (_, total) = cell(&format!("cold/{name}/total"), total);
         println!(
-            "{name:<16} {:>6} B {:>22} {:>22}",
+            "{name:<16} {:>6} B {load:>22} {inst:>22} {total:>22}",
             bytes.len(),
-            format!("{} ({}–{})", us(lm), us(l0), us(l1)),
-            format!("{} ({}–{})", us(im), us(i0), us(i1)),
         );
     }
 
     println!();
     println!(
-        "{:<16} {:>26} {:>26} {:>12} {:>14}",
-        "per batch of 64", "wasm, fuel on", "wasm, fuel off", "fuel cost", "vs native"
+        "{:<16} {:>26} {:>26} {:>26} {:>12} {:>14}",
+        "per batch of 64",
+        "wasm, fuel on",
+        "wasm, fuel off",
+        "fuel off, limits max",
+        "fuel cost",
+        "vs native"
     );
     for name in names {
         let path = examples_dir().join(format!("{name}.wasm"));
@@ -182,12 +224,13 @@ fn main() {
         };
         let mut on = Vec::new();
         let mut off = Vec::new();
-        for _ in 0..RUNS {
-            for (metered, out) in [(true, &mut on), (false, &mut off)] {
-                let rt = if metered {
-                    Runtime::new(Limits::default())
-                } else {
-                    Runtime::without_fuel_metering(Limits::default())
+        let mut max = Vec::new();
+        for _ in 0..runs {
+            for (variant, out) in [(0, &mut on), (1, &mut off), (2, &mut max)] {
+                let rt = match variant {
+                    0 => Runtime::new(Limits::default()),
+                    1 => Runtime::without_fuel_metering(Limits::default()),
+                    _ => Runtime::without_fuel_metering(max_limits()),
                 }
                 .expect("runtime");
                 let m = rt.load_bytes(name, &bytes).expect("load");
@@ -202,11 +245,20 @@ fn main() {
                 ));
             }
         }
-        let (on_m, on_0, on_1) = median_spread(on);
-        let (off_m, off_0, off_1) = median_spread(off);
+        let (on_m, on_cell) = cell(&format!("batch/{name}/fuel-on"), on);
+        let (off_m, off_cell) = cell(&format!("batch/{name}/fuel-off"), off);
+        let (_, max_cell) = cell(&format!("batch/{name}/fuel-off-limits-max"), max);
+        record(
+            BENCH,
+            &format!("ratio/{name}/fuel-on-vs-off"),
+            on_m / off_m,
+            "x",
+            on_m / off_m,
+            on_m / off_m,
+        );
         let native = match name {
             "calibrate" => {
-                let v: Vec<f64> = (0..RUNS)
+                let v: Vec<f64> = (0..runs)
                     .map(|_| {
                         time_batches(
                             |b| {
@@ -216,10 +268,10 @@ fn main() {
                         )
                     })
                     .collect();
-                Some(median_spread(v).0)
+                Some(cell(&format!("batch/{name}/native"), v).0)
             }
             "moving-average" => {
-                let v: Vec<f64> = (0..RUNS)
+                let v: Vec<f64> = (0..runs)
                     .map(|_| {
                         let mut w = HashMap::new();
                         time_batches(
@@ -230,23 +282,33 @@ fn main() {
                         )
                     })
                     .collect();
-                Some(median_spread(v).0)
+                Some(cell(&format!("batch/{name}/native"), v).0)
             }
             _ => None,
         };
+        if let Some(n) = native {
+            record(
+                BENCH,
+                &format!("ratio/{name}/wasm-vs-native"),
+                on_m / n,
+                "x",
+                on_m / n,
+                on_m / n,
+            );
+        }
         println!(
-            "{name:<16} {:>26} {:>26} {:>11.2}x {:>14}",
-            format!("{} ({}–{})", us(on_m), us(on_0), us(on_1)),
-            format!("{} ({}–{})", us(off_m), us(off_0), us(off_1)),
+            "{name:<16} {on_cell:>26} {off_cell:>26} {max_cell:>26} {:>11.2}x {:>14}",
             on_m / off_m,
             native
                 .map(|n| format!("{:.1}x ({})", on_m / n, us(n)))
                 .unwrap_or_else(|| "—".into()),
         );
     }
-    let _ = Duration::ZERO;
     println!();
     println!(
         "vs native = wasm (fuel on, including CBOR encode/decode and host state) / native Rust on the same readings."
+    );
+    println!(
+        "fuel off, limits max = no fuel metering, and memory 1 GiB, tables and call depth at their maximum."
     );
 }

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [runtime]                      # crate::runtime::limits::Limits; all keys optional
-//! fuel_per_call = 10_000_000
+//! fuel_per_call = 2_000_000
 //!
 //! [streams.greenhouse]           # stream name = table key
 //! sensors = ["greenhouse/*"]     # sensor-id globs, default ["*"]
@@ -315,11 +315,11 @@ struct RawProcessor {
     config: Option<toml::Table>,
 }
 
-/// Whether validation checks that module files exist.
+/// Whether validation checks that module files exist (`Skip`: the tests
+/// and the fuzz target, `crate::fuzz_api`).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ModuleCheck {
+pub(crate) enum ModuleCheck {
     Exists,
-    #[cfg_attr(not(test), allow(dead_code))]
     Skip,
 }
 
@@ -398,7 +398,7 @@ pub fn is_valid_stream_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigError> {
+pub(crate) fn parse(text: &str, file: &Path, check: ModuleCheck) -> Result<Config, ConfigError> {
     let raw = deserialize(text, file)?;
     let cx = Cx { text, file };
 

@@ -373,6 +373,7 @@ pub fn status(h: &Health) -> serde_json::Value {
                 "stream": m.stream, "module": m.module, "sha256": m.sha256,
                 "calls": m.stats.calls, "errors": m.stats.errors_total(),
                 "quarantined": m.stats.quarantined, "last_error": m.stats.last_error,
+                "last_error_kind": m.stats.last_error_kind.map(|k| k.as_str()),
             })
         })
         .collect();
@@ -474,6 +475,133 @@ impl Out {
     }
 }
 
+/// What `/proc/self` says of this process, for the `process_*` metrics.
+#[derive(Debug, Default, PartialEq)]
+struct ProcSelf {
+    cpu_seconds: Option<f64>,
+    start_time_seconds: Option<f64>,
+    resident_bytes: Option<u64>,
+    virtual_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+}
+
+/// `USER_HZ`: the unit of the CPU times in `/proc/<pid>/stat`, 100 on every
+/// Linux architecture (it is part of the kernel's user-space ABI).
+const USER_HZ: f64 = 100.0;
+
+impl ProcSelf {
+    fn read() -> Self {
+        let text = |p: &str| std::fs::read_to_string(p).ok();
+        let btime = text("/proc/stat").and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        });
+        let mut p = ProcSelf::parse(
+            text("/proc/self/stat").as_deref(),
+            text("/proc/self/status").as_deref(),
+            text("/proc/self/limits").as_deref(),
+            btime,
+        );
+        p.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        p
+    }
+
+    /// Fields of `stat` (after the parenthesised command name, which may
+    /// contain spaces): utime 14, stime 15, starttime 22 (in `USER_HZ`
+    /// ticks since boot); `status`: VmRSS, VmSize (kB); `limits`: "Max open
+    /// files" (soft limit).
+    fn parse(
+        stat: Option<&str>,
+        status: Option<&str>,
+        limits: Option<&str>,
+        btime: Option<f64>,
+    ) -> Self {
+        let mut p = ProcSelf::default();
+        if let Some((_, rest)) = stat.and_then(|s| s.rsplit_once(')')) {
+            // `rest` starts with field 3 (state).
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(u), Some(s)) = (field(14), field(15)) {
+                p.cpu_seconds = Some((u + s) / USER_HZ);
+            }
+            if let (Some(start), Some(bt)) = (field(22), btime) {
+                p.start_time_seconds = Some(bt + start / USER_HZ);
+            }
+        }
+        let kb = |key: &str| {
+            status?.lines().find_map(|l| {
+                let v = l.strip_prefix(key)?.trim().strip_suffix("kB")?;
+                v.trim().parse::<u64>().ok().map(|k| k * 1024)
+            })
+        };
+        p.resident_bytes = kb("VmRSS:");
+        p.virtual_bytes = kb("VmSize:");
+        p.max_fds = limits.and_then(|l| {
+            l.lines().find_map(|l| {
+                l.strip_prefix("Max open files")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        });
+        p
+    }
+}
+
+/// The standard process metrics (the names Prometheus client libraries'
+/// process collectors use, so existing dashboards and alerts apply); a
+/// metric whose `/proc` source cannot be read is left out.
+fn process_metrics(o: &mut Out, p: &ProcSelf) {
+    let families: [(&str, &str, &str, Option<f64>); 6] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds.map(|v| v as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds.map(|v| v as f64),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(v) = value {
+            o.family(name, kind, help);
+            o.sample(name, &[], v);
+        }
+    }
+}
+
 /// The `/metrics` body, Prometheus text format 0.0.4.
 pub fn metrics(h: &Health) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
@@ -490,6 +618,7 @@ pub fn metrics(h: &Health) -> String {
     );
     o.family("wasmgate_uptime_seconds", "gauge", "Seconds since start.");
     o.sample("wasmgate_uptime_seconds", &[], h.uptime().as_secs_f64());
+    process_metrics(&mut o, &ProcSelf::read());
     o.family(
         "wasmgate_processing_last_turn_seconds",
         "gauge",
@@ -850,4 +979,59 @@ pub fn metrics(h: &Health) -> String {
         );
     }
     o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_self_is_parsed_from_proc_text() {
+        // A command name with a space and a parenthesis, as `comm` allows.
+        let stat = "4242 (wasm gate) x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 \
+                    250 75 0 0 20 0 5 0 123456 251658240 3400 18446744073709551615";
+        let status = "Name:\twasmgate\nVmPeak:\t  260000 kB\nVmSize:\t  245760 kB\n\
+                      VmRSS:\t   13600 kB\nThreads:\t5\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max cpu time              unlimited            unlimited            seconds\n\
+                      Max open files            1024                 524288               files\n";
+        let p = ProcSelf::parse(
+            Some(stat),
+            Some(status),
+            Some(limits),
+            Some(1_700_000_000.0),
+        );
+        assert_eq!(p.cpu_seconds, Some(3.25));
+        assert_eq!(p.start_time_seconds, Some(1_700_000_000.0 + 1234.56));
+        assert_eq!(p.resident_bytes, Some(13_600 * 1024));
+        assert_eq!(p.virtual_bytes, Some(245_760 * 1024));
+        assert_eq!(p.max_fds, Some(1024));
+    }
+
+    #[test]
+    fn unreadable_proc_leaves_the_metrics_out() {
+        let p = ProcSelf::parse(None, Some("garbage"), None, None);
+        assert_eq!(p, ProcSelf::default());
+        let mut o = Out(String::new());
+        process_metrics(&mut o, &p);
+        assert!(o.0.is_empty(), "{}", o.0);
+    }
+
+    #[test]
+    fn this_process_reports_its_memory_and_cpu() {
+        let mut o = Out(String::new());
+        process_metrics(&mut o, &ProcSelf::read());
+        for name in [
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(
+                o.0.contains(&format!("\n{name} ")),
+                "{name} missing:\n{}",
+                o.0
+            );
+        }
+    }
 }

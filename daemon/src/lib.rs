@@ -61,6 +61,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod detect;
+pub mod fuzz_api;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -35,6 +35,21 @@ pub enum PipelineError {
     },
 }
 
+/// What building a pipeline does with a module that loads but cannot start
+/// (refused at instantiate, or its `wasmgate_init` fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFailure {
+    /// The build fails with the module's error (`check-config`, `replay`:
+    /// a configuration whose modules cannot start is refused).
+    Refuse,
+    /// The module is quarantined from the start, with its failure in its
+    /// statistics and the log, and everything else runs (the daemon: init
+    /// runs guest code against persistent state, so it can fail at a start
+    /// that `check-config` did not see, and one such module must not keep
+    /// every other stream down).
+    Quarantine,
+}
+
 /// The result of running one batch through a stream's chain.
 #[derive(Debug)]
 pub struct BatchResult<'a> {
@@ -86,6 +101,17 @@ impl Stream {
         state: &Arc<dyn StateStore>,
         clock: Clock,
     ) -> Result<Self, PipelineError> {
+        Self::build_with(name, config, runtime, state, clock, StartFailure::Refuse)
+    }
+
+    fn build_with(
+        name: &str,
+        config: &StreamConfig,
+        runtime: &Arc<Runtime>,
+        state: &Arc<dyn StateStore>,
+        clock: Clock,
+        on_start_failure: StartFailure,
+    ) -> Result<Self, PipelineError> {
         let mut chain = Vec::with_capacity(config.processors.len());
         for p in &config.processors {
             let load = |source| PipelineError::Load {
@@ -99,7 +125,19 @@ impl Stream {
                 config: Arc::new(ModuleConfig::from_toml(&p.config)),
             };
             let policy = p.on_failure.unwrap_or(runtime.limits().on_failure);
-            chain.push(Supervisor::new(runtime.clone(), module, env, policy).map_err(load)?);
+            let supervisor = match on_start_failure {
+                StartFailure::Refuse => {
+                    Supervisor::new(runtime.clone(), module, env, policy).map_err(load)?
+                }
+                StartFailure::Quarantine => {
+                    let s = Supervisor::start(runtime.clone(), module, env, policy);
+                    if s.is_quarantined() {
+                        log_start_failure(name, &s);
+                    }
+                    s
+                }
+            };
+            chain.push(supervisor);
         }
         let detectors = if config.detect.detectors.is_empty() {
             None
@@ -235,17 +273,34 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Build every stream of `config` (in name order).
+    /// Build every stream of `config` (in name order); fails if any module
+    /// cannot be loaded or started.
     pub fn build(
         config: &Config,
         runtime: Arc<Runtime>,
         state: Arc<dyn StateStore>,
         clock: Clock,
     ) -> Result<Self, PipelineError> {
+        Self::build_with(config, runtime, state, clock, StartFailure::Refuse)
+    }
+
+    /// Build every stream of `config`, deciding with `on_start_failure`
+    /// what a module that loads but cannot start does to the build. A
+    /// module file that cannot be loaded at all (missing, not wasm,
+    /// invalid, wrong ABI shape) always fails it.
+    pub fn build_with(
+        config: &Config,
+        runtime: Arc<Runtime>,
+        state: Arc<dyn StateStore>,
+        clock: Clock,
+        on_start_failure: StartFailure,
+    ) -> Result<Self, PipelineError> {
         let streams = config
             .streams
             .iter()
-            .map(|(name, sc)| Stream::build(name, sc, &runtime, &state, clock))
+            .map(|(name, sc)| {
+                Stream::build_with(name, sc, &runtime, &state, clock, on_start_failure)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Pipeline { streams })
     }
@@ -392,4 +447,21 @@ impl Pipeline {
             .min()
             .map(|t| t + max_wait)
     }
+}
+
+/// The journal line for a module quarantined because it could not start.
+fn log_start_failure(stream: &str, module: &Supervisor) {
+    let stats = module.stats();
+    tracing::error!(
+        stream,
+        module = module.name(),
+        kind = stats.last_error_kind.map_or("trap", |k| k.as_str()),
+        error = stats.last_error.as_deref().unwrap_or(""),
+        quarantine_secs = module.runtime().limits().quarantine_secs,
+        "module failed to start: quarantined; the rest of the gateway runs, its readings are {}",
+        match module.policy() {
+            crate::runtime::FailurePolicy::PassThrough => "passed through unprocessed",
+            crate::runtime::FailurePolicy::Drop => "dropped",
+        }
+    );
 }

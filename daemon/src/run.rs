@@ -46,7 +46,7 @@ use crate::ota::verify::Trust;
 use crate::outbox::commit::{AckSink, COMMIT_QUEUE, CommitRequest, Committer, PendingAck};
 use crate::outbox::uplink::Uplink;
 use crate::outbox::{Kind, Outbox, OutboxError, Staged};
-use crate::pipeline::{BatchResult, Pipeline, PipelineError};
+use crate::pipeline::{BatchResult, Pipeline, PipelineError, StartFailure};
 use crate::ratelimit::LogLimiter;
 use crate::runtime::{Clock, LoadError, Runtime};
 use crate::settings::SourceConfig;
@@ -166,7 +166,15 @@ pub async fn run(
     )?);
     let runtime = Arc::new(Runtime::new(config.runtime.clone())?);
     let state = Arc::new(SledState::from_db(db.clone()));
-    let mut pipeline = Pipeline::build(&config, runtime, state, Clock::System)?;
+    // A module that cannot start is quarantined rather than keeping every
+    // stream down (`check-config` still refuses it).
+    let mut pipeline = Pipeline::build_with(
+        &config,
+        runtime,
+        state,
+        Clock::System,
+        StartFailure::Quarantine,
+    )?;
     restore_detectors(&mut pipeline, &detector_tree);
 
     let topics = Topics::new(&config.gateway);

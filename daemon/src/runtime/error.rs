@@ -149,7 +149,13 @@ pub enum LoadError {
     Abi { module: String, message: String },
     /// Instantiation failed (limits, initial memory too large, …).
     #[error("module '{module}': refused at instantiate: {message}")]
-    Instantiate { module: String, message: String },
+    Instantiate {
+        module: String,
+        message: String,
+        /// The refusal classified like a failed call (`memory-limit` for an
+        /// initial memory or table above the limits, `trap` otherwise).
+        cause: Box<ProcessorError>,
+    },
     /// `wasmgate_init` failed.
     #[error("init failed: {0}")]
     Init(#[source] ProcessorError),
@@ -166,6 +172,19 @@ impl LoadError {
             | LoadError::Abi { module, .. }
             | LoadError::Instantiate { module, .. } => module,
             LoadError::Init(e) => e.module(),
+        }
+    }
+
+    /// The failure of a module that could not start, classified like a
+    /// failed call: a failed init is the init's own error, a refused
+    /// instance its cause. `None` for refusals of the module file itself
+    /// (unreadable, not wasm, invalid, wrong ABI shape), which no guest code
+    /// was involved in.
+    pub fn start_failure(&self) -> Option<ProcessorError> {
+        match self {
+            LoadError::Init(e) => Some(e.clone()),
+            LoadError::Instantiate { cause, .. } => Some((**cause).clone()),
+            _ => None,
         }
     }
 }

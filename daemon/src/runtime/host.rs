@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmi::{Caller, Error, Linker, Memory, TrapCode};
@@ -20,7 +20,7 @@ pub const MAX_STATE_TOTAL: u64 = 1 << 20;
 /// Longest log line kept, bytes.
 pub const MAX_LOG_LINE: usize = 1024;
 /// Fuel charged for every host call, plus one unit per byte copied.
-pub const HOST_CALL_FUEL: u64 = 100;
+pub const HOST_CALL_FUEL: u64 = 500;
 /// Guest log lines let through per [`LOG_WINDOW`].
 const LOG_BURST: u32 = 50;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
@@ -93,6 +93,40 @@ pub enum LimitHit {
     Table,
 }
 
+/// The rate limit on one module's guest log lines ([`LOG_BURST`] per
+/// [`LOG_WINDOW`]), shared by the module's successive instances: a module
+/// that keeps failing, and so keeps getting fresh instances, does not get a
+/// fresh burst with each of them.
+#[derive(Debug, Clone)]
+pub struct GuestLog(Arc<Mutex<LogLimiter>>);
+
+impl GuestLog {
+    /// A fresh limit (a full burst).
+    pub fn new() -> Self {
+        GuestLog(Arc::new(Mutex::new(LogLimiter::new(LOG_BURST, LOG_WINDOW))))
+    }
+
+    /// Whether `module` may log a line now.
+    fn allow(&self, module: &str) -> bool {
+        let Ok(mut limiter) = self.0.lock() else {
+            return false;
+        };
+        limiter.allow(Instant::now(), |suppressed| {
+            tracing::warn!(
+                module,
+                suppressed,
+                "guest log lines suppressed by rate limit"
+            );
+        })
+    }
+}
+
+impl Default for GuestLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Memory and table limits of one store; remembers which one was hit so the
 /// resulting trap is classified as `memory-limit`.
 #[derive(Debug)]
@@ -161,34 +195,43 @@ pub struct HostCtx {
     pub memory: Option<Memory>,
     /// `now_ms` under [`Clock::Replay`].
     pub batch_now: i64,
-    /// State writes of the running call, committed only when it succeeds.
-    pub pending: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// State writes of the running call by key (the last write of a key
+    /// wins), committed only when the call succeeds. A map, so that
+    /// `state_get` finds a pending write in constant time however many the
+    /// call has made.
+    pub pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Bytes the module's state occupies (committed + pending, approximate).
     pub state_bytes: u64,
     /// A state-store failure seen by a host call (reported after the call).
     pub state_error: Option<String>,
     pub fuel_metering: bool,
-    log_limiter: LogLimiter,
+    log: GuestLog,
 }
 
 impl HostCtx {
-    pub fn new(module: Arc<str>, env: HostEnv, limiter: GuestLimiter, fuel_metering: bool) -> Self {
+    pub fn new(
+        module: Arc<str>,
+        env: HostEnv,
+        limiter: GuestLimiter,
+        fuel_metering: bool,
+        log: GuestLog,
+    ) -> Self {
         HostCtx {
             module,
             env,
             limiter,
             memory: None,
             batch_now: 0,
-            pending: Vec::new(),
+            pending: HashMap::new(),
             state_bytes: 0,
             state_error: None,
             fuel_metering,
-            log_limiter: LogLimiter::new(LOG_BURST, LOG_WINDOW),
+            log,
         }
     }
 
     fn state_lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        if let Some((_, v)) = self.pending.iter().rev().find(|(k, _)| k == key) {
+        if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
         self.env
@@ -197,11 +240,8 @@ impl HostCtx {
             .map_err(|e| e.to_string())
     }
 
-    fn allow_log(&mut self) -> bool {
-        let module = &self.module;
-        self.log_limiter.allow(Instant::now(), |suppressed| {
-            tracing::warn!(module = %module, suppressed, "guest log lines suppressed by rate limit");
-        })
+    fn allow_log(&self) -> bool {
+        self.log.allow(&self.module)
     }
 }
 
@@ -282,7 +322,7 @@ pub fn define_imports(linker: &mut Linker<HostCtx>) -> Result<(), Error> {
             let len = len.clamp(0, MAX_LOG_LINE as i32);
             charge(&mut caller, len as usize)?;
             let bytes = read_bytes(&caller, ptr, len, "log")?;
-            if !caller.data_mut().allow_log() {
+            if !caller.data().allow_log() {
                 return Ok(());
             }
             let text = String::from_utf8_lossy(&bytes);
@@ -357,7 +397,7 @@ pub fn define_imports(linker: &mut Linker<HostCtx>) -> Result<(), Error> {
                 return Ok(-1);
             }
             ctx.state_bytes += added;
-            ctx.pending.push((key, Some(value)));
+            ctx.pending.insert(key, Some(value));
             Ok(0)
         },
     )?;
@@ -370,7 +410,7 @@ pub fn define_imports(linker: &mut Linker<HostCtx>) -> Result<(), Error> {
                 return Ok(0);
             }
             let key = read_bytes(&caller, kp, kl, "state_delete key")?;
-            caller.data_mut().pending.push((key, None));
+            caller.data_mut().pending.insert(key, None);
             Ok(0)
         },
     )?;

@@ -7,7 +7,7 @@ use wasmi::{Linker, Memory, Store, TrapCode, TypedFunc};
 
 use super::CompiledModule;
 use super::error::{LoadError, ProcessorError};
-use super::host::{Clock, GuestLimiter, HostCtx, HostEnv, HostFault, LimitHit};
+use super::host::{Clock, GuestLimiter, GuestLog, HostCtx, HostEnv, HostFault, LimitHit};
 use super::limits::Limits;
 use super::wire::{self, Decoded};
 use crate::reading::Reading;
@@ -45,6 +45,7 @@ impl Instance {
         limits: &Limits,
         env: HostEnv,
         fuel_metering: bool,
+        log: GuestLog,
     ) -> Result<Self, LoadError> {
         let name: Arc<str> = Arc::from(module.name());
         let limiter = GuestLimiter {
@@ -52,33 +53,55 @@ impl Instance {
             table_elements: limits.table_elements as usize,
             hit: None,
         };
-        let ctx = HostCtx::new(name.clone(), env, limiter, fuel_metering);
+        let ctx = HostCtx::new(name.clone(), env, limiter, fuel_metering, log);
         let mut store = Store::new(module.module.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         if fuel_metering {
-            // Data-segment initialisation is metered too.
+            // Start with a full budget. (wasmi does not meter data-segment
+            // initialisation; it is bounded by `max_module_bytes`.)
             store
                 .set_fuel(limits.fuel_per_call)
                 .map_err(|e| instantiate_error(&name, e.to_string()))?;
         }
         let instance = linker
             .instantiate_and_start(&mut store, &module.module)
-            .map_err(|e| match store.data().limiter.hit {
-                Some(LimitHit::Memory) => LoadError::Instantiate {
-                    module: name.to_string(),
-                    message: format!(
-                        "memory limit: the module's initial memory is larger than memory_bytes = {}",
-                        limits.memory_bytes
+            .map_err(|e| {
+                let (message, cause) = match store.data().limiter.hit {
+                    Some(LimitHit::Memory) => (
+                        format!(
+                            "memory limit: the module's initial memory is larger than memory_bytes = {}",
+                            limits.memory_bytes
+                        ),
+                        ProcessorError::MemoryLimit {
+                            module: name.clone(),
+                            limit: limits.memory_bytes,
+                            what: "initial memory above the limit",
+                        },
                     ),
-                },
-                Some(LimitHit::Table) => LoadError::Instantiate {
-                    module: name.to_string(),
-                    message: format!(
-                        "table limit: the module's initial table is larger than table_elements = {}",
-                        limits.table_elements
+                    Some(LimitHit::Table) => (
+                        format!(
+                            "table limit: the module's initial table is larger than table_elements = {}",
+                            limits.table_elements
+                        ),
+                        ProcessorError::MemoryLimit {
+                            module: name.clone(),
+                            limit: u64::from(limits.table_elements),
+                            what: "initial table above the table element limit",
+                        },
                     ),
-                },
-                None => instantiate_error(&name, e.to_string()),
+                    None => (
+                        e.to_string(),
+                        ProcessorError::Trap {
+                            module: name.clone(),
+                            message: format!("refused at instantiate: {e}"),
+                        },
+                    ),
+                };
+                LoadError::Instantiate {
+                    module: name.to_string(),
+                    message,
+                    cause: Box::new(cause),
+                }
             })?;
         let abi = |e: wasmi::Error| LoadError::Abi {
             module: name.to_string(),
@@ -303,7 +326,7 @@ impl Instance {
         if ctx.pending.is_empty() {
             return Ok(());
         }
-        let writes = std::mem::take(&mut ctx.pending);
+        let writes: Vec<_> = ctx.pending.drain().collect();
         let state = ctx.env.state.clone();
         state
             .apply(&self.name, &writes)
@@ -312,11 +335,7 @@ impl Instance {
                 message: format!("state could not be saved: {e}"),
             })?;
         let usage = state.usage(&self.name).unwrap_or(0);
-        let ctx = self.store.data_mut();
-        ctx.state_bytes = usage;
-        // Keep the allocation for the next call.
-        ctx.pending = writes;
-        ctx.pending.clear();
+        self.store.data_mut().state_bytes = usage;
         Ok(())
     }
 
@@ -360,9 +379,13 @@ impl Instance {
     }
 }
 
-fn instantiate_error(name: &str, message: String) -> LoadError {
+fn instantiate_error(name: &Arc<str>, message: String) -> LoadError {
     LoadError::Instantiate {
         module: name.to_string(),
-        message,
+        message: message.clone(),
+        cause: Box::new(ProcessorError::Trap {
+            module: name.clone(),
+            message,
+        }),
     }
 }

@@ -21,9 +21,9 @@ pub enum FailurePolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Fuel for one call, before the per-reading allowance. Default 10 000 000.
+    /// Fuel for one call, before the per-reading allowance. Default 2 000 000.
     pub fuel_per_call: u64,
-    /// Extra fuel per reading in the batch. Default 200 000.
+    /// Extra fuel per reading in the batch. Default 50 000.
     pub fuel_per_reading: u64,
     /// Linear-memory cap per instance, bytes. Default 16 MiB.
     pub memory_bytes: u64,
@@ -52,8 +52,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            fuel_per_call: 10_000_000,
-            fuel_per_reading: 200_000,
+            fuel_per_call: 2_000_000,
+            fuel_per_reading: 50_000,
             memory_bytes: 16 << 20,
             table_elements: 10_000,
             max_recursion_depth: 1_024,

@@ -211,6 +211,24 @@ impl Runtime {
         module: &CompiledModule,
         env: HostEnv,
     ) -> Result<Instance, LoadError> {
-        Instance::new(module, &self.linker, &self.limits, env, self.fuel_metering)
+        self.instantiate_with_log(module, env, host::GuestLog::new())
+    }
+
+    /// [`Runtime::instantiate`], with the guest-log rate limit of earlier
+    /// instances of the same module (the supervisor's restarts).
+    pub(crate) fn instantiate_with_log(
+        &self,
+        module: &CompiledModule,
+        env: HostEnv,
+        log: host::GuestLog,
+    ) -> Result<Instance, LoadError> {
+        Instance::new(
+            module,
+            &self.linker,
+            &self.limits,
+            env,
+            self.fuel_metering,
+            log,
+        )
     }
 }

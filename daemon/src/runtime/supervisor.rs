@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{ErrorKind, LoadError, ProcessorError};
-use super::host::HostEnv;
+use super::host::{GuestLog, HostEnv};
 use super::instance::Instance;
 use super::limits::FailurePolicy;
 use super::{CompiledModule, Runtime};
@@ -35,6 +35,8 @@ pub struct ModuleStats {
     pub errors: [u64; 6],
     /// The most recent error, rendered.
     pub last_error: Option<String>,
+    /// The kind of the most recent error.
+    pub last_error_kind: Option<ErrorKind>,
     /// Readings passed on unprocessed (failed batch or quarantine, `pass-through`).
     pub passed_through: u64,
     /// Readings dropped (failed batch or quarantine, `drop`).
@@ -98,6 +100,8 @@ pub struct Supervisor {
     module: CompiledModule,
     env: HostEnv,
     policy: FailurePolicy,
+    /// The guest-log rate limit, kept across restarts.
+    log: GuestLog,
     instance: Option<Instance>,
     failures: VecDeque<Instant>,
     quarantine: Option<Quarantine>,
@@ -114,17 +118,70 @@ impl Supervisor {
         env: HostEnv,
         policy: FailurePolicy,
     ) -> Result<Self, LoadError> {
-        let instance = runtime.instantiate(&module, env.clone())?;
+        let log = GuestLog::new();
+        let instance = runtime.instantiate_with_log(&module, env.clone(), log.clone())?;
         Ok(Supervisor {
             runtime,
             module,
             env,
             policy,
+            log,
             instance: Some(instance),
             failures: VecDeque::new(),
             quarantine: None,
             stats: ModuleStats::default(),
         })
+    }
+
+    /// Like [`Supervisor::new`], but a module that cannot start (refused at
+    /// instantiate, e.g. an initial memory or table above the limits, or
+    /// failing its `wasmgate_init`) does not fail the caller: it is
+    /// quarantined at once, its failure recorded in the statistics (an
+    /// error of its kind, `last_error`, one quarantine), and its batches
+    /// get the failure policy. When the quarantine ends it is tried afresh,
+    /// like any quarantined module. The daemon builds its streams this way
+    /// (so one module that cannot start does not stop the others);
+    /// `check-config` and `replay` use [`Supervisor::new`] and refuse.
+    pub fn start(
+        runtime: Arc<Runtime>,
+        module: CompiledModule,
+        env: HostEnv,
+        policy: FailurePolicy,
+    ) -> Self {
+        let log = GuestLog::new();
+        let started = runtime.instantiate_with_log(&module, env.clone(), log.clone());
+        let mut s = Supervisor {
+            runtime,
+            module,
+            env,
+            policy,
+            log,
+            instance: None,
+            failures: VecDeque::new(),
+            quarantine: None,
+            stats: ModuleStats::default(),
+        };
+        match started {
+            Ok(instance) => s.instance = Some(instance),
+            Err(e) => {
+                let (error, described) = s.start_failure(e);
+                s.record(&error, described);
+                s.enter_quarantine(Instant::now());
+            }
+        }
+        s
+    }
+
+    /// A failure to instantiate, classified like a failed call, and
+    /// described as the refusal it is ("init failed: …", "refused at
+    /// instantiate: …").
+    fn start_failure(&self, e: LoadError) -> (ProcessorError, String) {
+        let described = e.to_string();
+        let error = e.start_failure().unwrap_or_else(|| ProcessorError::Trap {
+            module: Arc::from(self.name()),
+            message: described.clone(),
+        });
+        (error, described)
     }
 
     /// The module's name.
@@ -183,22 +240,20 @@ impl Supervisor {
         }
         let instance = match self.instance.take() {
             Some(i) => i,
-            None => match self.runtime.instantiate(&self.module, self.env.clone()) {
+            None => match self.runtime.instantiate_with_log(
+                &self.module,
+                self.env.clone(),
+                self.log.clone(),
+            ) {
                 Ok(i) => {
                     self.stats.restarts += 1;
                     i
                 }
                 Err(e) => {
-                    let error = match e {
-                        LoadError::Init(pe) => pe,
-                        other => ProcessorError::Trap {
-                            module: Arc::from(self.name()),
-                            message: other.to_string(),
-                        },
-                    };
+                    let (error, described) = self.start_failure(e);
                     self.stats.calls += 1;
                     self.stats.readings_in += batch.len() as u64;
-                    return self.fail(batch, error, now);
+                    return self.fail(batch, error, described, now);
                 }
             },
         };
@@ -225,17 +280,50 @@ impl Supervisor {
                 if error.kind() == ErrorKind::GuestError {
                     self.instance = Some(instance);
                 }
-                self.fail(batch, error, now)
+                let described = error.to_string();
+                self.fail(batch, error, described, now)
             }
         }
     }
 
-    fn fail(&mut self, batch: Vec<Reading>, error: ProcessorError, now: Instant) -> Step {
+    /// Count a failure in the statistics.
+    fn record(&mut self, error: &ProcessorError, described: String) {
         let kind = error.kind();
         self.stats.errors[kind.index()] += 1;
-        self.stats.last_error = Some(error.to_string());
-        tracing::warn!(module = self.name(), kind = kind.as_str(), error = %error, readings = batch.len(), "processor call failed");
-        let limits = self.runtime.limits();
+        self.stats.last_error = Some(described);
+        self.stats.last_error_kind = Some(kind);
+    }
+
+    /// Quarantine the module from `now` (until restart with
+    /// `quarantine_secs = 0`).
+    fn enter_quarantine(&mut self, now: Instant) {
+        let secs = self.runtime.limits().quarantine_secs;
+        self.failures.clear();
+        self.instance = None;
+        self.quarantine = Some(if secs == 0 {
+            Quarantine::UntilRestart
+        } else {
+            Quarantine::Until(now + Duration::from_secs(secs))
+        });
+        self.stats.quarantines += 1;
+        self.stats.quarantined = true;
+    }
+
+    /// A failed call (or failed restart): count it, apply the failure
+    /// window, and hand the batch on per the policy. `described` is the
+    /// error as the statistics and the log show it.
+    fn fail(
+        &mut self,
+        batch: Vec<Reading>,
+        error: ProcessorError,
+        described: String,
+        now: Instant,
+    ) -> Step {
+        let kind = error.kind();
+        tracing::warn!(module = self.name(), kind = kind.as_str(), error = %described, readings = batch.len(), "processor call failed");
+        self.record(&error, described);
+        let runtime = self.runtime.clone();
+        let limits = runtime.limits();
         let window = Duration::from_secs(limits.failure_window_secs);
         self.failures.push_back(now);
         while self
@@ -246,17 +334,10 @@ impl Supervisor {
             self.failures.pop_front();
         }
         if self.failures.len() >= limits.failure_threshold as usize {
-            self.failures.clear();
-            self.instance = None;
-            self.quarantine = Some(if limits.quarantine_secs == 0 {
-                Quarantine::UntilRestart
-            } else {
-                Quarantine::Until(now + Duration::from_secs(limits.quarantine_secs))
-            });
-            self.stats.quarantines += 1;
-            self.stats.quarantined = true;
+            self.enter_quarantine(now);
             tracing::error!(
                 module = self.name(),
+                kind = kind.as_str(),
                 failures = limits.failure_threshold,
                 window_secs = limits.failure_window_secs,
                 quarantine_secs = limits.quarantine_secs,

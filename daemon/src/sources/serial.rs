@@ -516,7 +516,7 @@ impl<'a> LineReader<'a> {
 
 /// What [`Framer::next`] found.
 #[derive(Debug, PartialEq)]
-enum Frame<'a> {
+pub(crate) enum Frame<'a> {
     /// A complete line without its `\n` / `\r\n` (may be empty).
     Line(&'a [u8]),
     /// A line longer than the limit; the rest of it up to the next newline
@@ -527,9 +527,9 @@ enum Frame<'a> {
 /// Splits a byte stream into lines, keeping an unfinished line in a reusable
 /// buffer that never grows past the limit (plus one byte for a `\r`).
 #[derive(Debug)]
-struct Framer {
+pub(crate) struct Framer {
     /// The unfinished line (or the line just returned from it).
-    line: Vec<u8>,
+    pub(crate) line: Vec<u8>,
     /// Skipping the rest of an over-long line.
     discarding: bool,
     /// `line` was handed out by the last [`Framer::next`]; clear it first.
@@ -539,7 +539,7 @@ struct Framer {
 }
 
 impl Framer {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Framer {
             line: Vec::with_capacity(max.saturating_add(1).min(1024)),
             discarding: false,
@@ -558,7 +558,7 @@ impl Framer {
     /// The next frame in `input[*pos..]`, advancing `pos`. `None` when the
     /// input is used up (a trailing unfinished line is kept for the next
     /// chunk).
-    fn next<'s>(&'s mut self, input: &'s [u8], pos: &mut usize) -> Option<Frame<'s>> {
+    pub(crate) fn next<'s>(&'s mut self, input: &'s [u8], pos: &mut usize) -> Option<Frame<'s>> {
         if self.handed_out {
             self.line.clear();
             self.handed_out = false;

@@ -1,0 +1,4 @@
+//! `bundle`: see `wasmgate_fuzz_harness::bundle` and docs/FUZZING.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wasmgate_fuzz_harness::bundle::check(data));
