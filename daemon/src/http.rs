@@ -493,9 +493,14 @@ const USER_HZ: f64 = 100.0;
 impl ProcSelf {
     fn read() -> Self {
         let text = |p: &str| std::fs::read_to_string(p).ok();
-        let btime = text("/proc/stat").and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        // The boot time never changes: `/proc/stat` is read at the first
+        // scrape only.
+        static BTIME: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+        let btime = *BTIME.get_or_init(|| {
+            text("/proc/stat").and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+            })
         });
         let mut p = ProcSelf::parse(
             text("/proc/self/stat").as_deref(),
